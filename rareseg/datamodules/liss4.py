@@ -1,0 +1,242 @@
+"""LissIVDataModule: scene-split LISS-IV data with cached normalisation statistics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import kornia.augmentation as K
+import shapely
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torchgeo.datamodules import GeoDataModule
+from torchgeo.datasets import IntersectionDataset
+from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
+
+from rareseg.datamodules.datasets import LissIVImage, LissIVMask
+from rareseg.datamodules.scenes import IGNORE_INDEX, ClassTable, DataError, Scene, scan_root
+from rareseg.datamodules.stats import check_class_ids, load_or_compute_stats
+
+SPLITS = ("train", "val", "test")
+#: Row fractions of each scene per split when a root has too few scenes to split by scene.
+BLOCK_ROWS = {"train": (0.0, 0.7), "val": (0.7, 0.85), "test": (0.85, 1.0)}
+
+
+class MarkNodata:
+    """Sample transform: pixels whose every band equals ``nodata`` get mask 255 (ignore).
+
+    Also covers the fill outside a scene's footprint, which torchgeo reads as nodata.
+    """
+
+    def __init__(self, nodata: float) -> None:
+        self.nodata = nodata
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Apply to a sample with ``image`` (C, H, W) and ``mask`` (H, W)."""
+        empty = (sample["image"] == self.nodata).all(dim=0)
+        sample["mask"][empty] = IGNORE_INDEX
+        return sample
+
+
+def split_scenes(stems: Sequence[str], val_scenes: Sequence[str] | None, test_scenes: Sequence[str] | None) -> dict[str, list[str]] | None:
+    """Assign scenes to train/val/test; None means "too few scenes, split by blocks".
+
+    Without explicit lists the last ``ceil(n/8)`` stems (sorted) are the test split and the
+    ``ceil(n/8)`` before them the validation split.
+
+    Args:
+        stems: all scene stems of the root.
+        val_scenes: explicit validation stems, or None.
+        test_scenes: explicit test stems, or None.
+
+    Returns:
+        Stems per split, disjoint, or None when fewer than 3 scenes and no explicit lists.
+    """
+    stems = sorted(stems)
+    unknown = sorted((set(val_scenes or ()) | set(test_scenes or ())) - set(stems))
+    if unknown:
+        raise DataError(f"scene split names scenes that are not in images/: {', '.join(unknown)}")
+    if val_scenes is None and test_scenes is None:
+        if len(stems) < 3:
+            return None
+        n_hold = max(1, math.ceil(len(stems) / 8))
+        test_scenes = stems[-n_hold:]
+        val_scenes = stems[-2 * n_hold : -n_hold]
+    val, test = list(val_scenes or ()), list(test_scenes or ())
+    if set(val) & set(test):
+        raise DataError(f"scenes {sorted(set(val) & set(test))} are in both the validation and the test split")
+    train = [s for s in stems if s not in set(val) | set(test)]
+    if not train:
+        raise DataError("no scene is left for training after the validation/test split")
+    return {"train": train, "val": val, "test": test}
+
+
+class LissIVDataModule(GeoDataModule):
+    """LISS-IV segmentation data: random crops for training, grids for evaluation.
+
+    The class table, band statistics and class frequencies are available right after
+    construction (``num_classes``, ``in_channels``, ``class_names``, ``rare_classes``,
+    ``class_frequencies``, ``band_mean``, ``band_std``) so the CLI can link them into the
+    model. Splits are by scene; a root with fewer than 3 scenes is split by row blocks
+    (70 / 15 / 15 %) of every scene instead.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/liss4-synth",
+        batch_size: int = 8,
+        patch_size: int = 256,
+        length: int | None = 512,
+        num_workers: int = 0,
+        sampler: str = "random",
+        val_scenes: list[str] | None = None,
+        test_scenes: list[str] | None = None,
+        augment: bool = True,
+        generate_if_missing: bool = True,
+        synth_scenes: int = 8,
+        synth_size: int = 2048,
+        synth_seed: int = 0,
+        seed: int = 0,
+    ) -> None:
+        """Scan and check the root (generating the synthetic data when asked) and load its statistics.
+
+        Args:
+            root: dataset root with images/, masks/ and classes.yaml.
+            batch_size: samples per batch.
+            patch_size: crop side in pixels.
+            length: training crops per epoch (None: as many as non-overlapping crops fit).
+            num_workers: data-loading worker processes.
+            sampler: training sampler, ``"random"``.
+            val_scenes: validation scene stems (default: derived, see :func:`split_scenes`).
+            test_scenes: test scene stems.
+            augment: random flips and 90-degree rotations of training crops.
+            generate_if_missing: run ``rareseg synth`` into ``root`` when it does not exist.
+            synth_scenes: scenes to generate.
+            synth_size: side of generated scenes in pixels.
+            synth_seed: seed of the generated data.
+            seed: seed of the training sampler.
+        """
+        super().__init__(LissIVImage, batch_size=batch_size, patch_size=patch_size, length=length, num_workers=num_workers)
+        if sampler not in {"random"}:
+            raise ValueError(f"sampler must be 'random', got {sampler!r}")
+        self.root = Path(root)
+        self.sampler_name = sampler
+        self.augment = augment
+        self.seed = seed
+        if not self.root.exists():
+            if not generate_if_missing:
+                raise DataError(f"{self.root}: dataset root does not exist (set generate_if_missing: true or run `rareseg synth --out {self.root}`)")
+            from rareseg.synth import generate_dataset
+
+            rank_zero_info(f"{self.root} does not exist: generating the synthetic LISS-IV data set ({synth_scenes} scenes of {synth_size} px)")
+            generate_dataset(self.root, num_scenes=synth_scenes, size=synth_size, seed=synth_seed)
+        self.classes = ClassTable.load(self.root / "classes.yaml")
+        self.scenes = scan_root(self.root, self.classes)
+        by_stem = {s.stem: s for s in self.scenes}
+        split = split_scenes(list(by_stem), val_scenes, test_scenes)
+        if split is None:
+            self.split_scenes = {name: list(by_stem) for name in SPLITS}
+            self.block_rows: dict[str, tuple[float, float]] | None = dict(BLOCK_ROWS)
+        else:
+            self.split_scenes = split
+            self.block_rows = None
+        train = [by_stem[s] for s in self.split_scenes["train"]]
+        check_class_ids([s for s in self.scenes if s.stem not in self.split_scenes["train"]], self.num_classes)
+        self.stats = load_or_compute_stats(self.root, train, self.num_classes, self.block_rows["train"] if self.block_rows else (0.0, 1.0))
+        self.nodata = self.scenes[0].nodata
+        mean, std = torch.tensor(self.stats.band_mean), torch.tensor(self.stats.band_std)
+        self.aug = K.AugmentationSequential(K.Normalize(mean=mean, std=std), data_keys=None, keepdim=True)
+        if augment:
+            self.train_aug = K.AugmentationSequential(
+                K.Normalize(mean=mean, std=std),
+                K.RandomHorizontalFlip(),
+                K.RandomVerticalFlip(),
+                K.RandomRotation90(times=(0, 3)),
+                data_keys=None,
+                keepdim=True,
+            )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes in ``classes.yaml``."""
+        return len(self.classes.ids)
+
+    @property
+    def in_channels(self) -> int:
+        """Bands per image."""
+        return len(self.classes.bands)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names by id."""
+        return list(self.classes.names)
+
+    @property
+    def class_colors(self) -> list[list[int]]:
+        """RGB colours by class id."""
+        return [list(c) for c in self.classes.colors]
+
+    @property
+    def rare_classes(self) -> list[int]:
+        """Ids of the rare classes."""
+        return list(self.classes.rare)
+
+    @property
+    def class_frequencies(self) -> list[float]:
+        """Fraction of valid training pixels per class."""
+        return list(self.stats.class_frequencies)
+
+    @property
+    def band_mean(self) -> list[float]:
+        """Per-band mean of valid training pixels (file units)."""
+        return list(self.stats.band_mean)
+
+    @property
+    def band_std(self) -> list[float]:
+        """Per-band standard deviation of valid training pixels (file units)."""
+        return list(self.stats.band_std)
+
+    def scenes_of(self, split: str) -> list[Scene]:
+        """Scenes of a split (``"train"``, ``"val"``, ``"test"``)."""
+        wanted = set(self.split_scenes[split])
+        return [s for s in self.scenes if s.stem in wanted]
+
+    def split_dataset(self, split: str) -> IntersectionDataset:
+        """Image-and-mask dataset of one split."""
+        scenes = self.scenes_of(split)
+        image = LissIVImage([s.image for s in scenes])
+        mask = LissIVMask([s.mask for s in scenes])
+        return IntersectionDataset(image, mask, transforms=MarkNodata(self.nodata))
+
+    def split_roi(self, dataset: IntersectionDataset, split: str) -> shapely.Geometry | None:
+        """Region of interest of a split: the split's row block of every scene, or None (whole scenes)."""
+        if self.block_rows is None:
+            return None
+        start, stop = self.block_rows[split]
+        boxes = []
+        for geometry in dataset.index.geometry:
+            xmin, ymin, xmax, ymax = geometry.bounds
+            boxes.append(shapely.box(xmin, ymax - stop * (ymax - ymin), xmax, ymax - start * (ymax - ymin)))
+        return shapely.union_all(boxes)
+
+    def setup(self, stage: str) -> None:
+        """Build the split datasets and samplers for a Lightning stage."""
+        if stage == "fit":
+            self.train_dataset = self.split_dataset("train")
+            generator = torch.Generator().manual_seed(self.seed)
+            self.train_sampler = RandomGeoSampler(self.train_dataset, self.patch_size, self.length, roi=self.split_roi(self.train_dataset, "train"), generator=generator)
+        evaluation = {"fit": ("val", "val"), "validate": ("val", "val"), "test": ("test", "test"), "predict": ("test", "predict")}
+        if stage in evaluation:
+            split, attr = evaluation[stage]
+            dataset = self.split_dataset(split)
+            setattr(self, f"{attr}_dataset", dataset)
+            setattr(self, f"{attr}_sampler", GridGeoSampler(dataset, self.patch_size, self.patch_size, roi=self.split_roi(dataset, split)))
+
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+        """Normalise (and for training augment) a batch on the device; masks stay long."""
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)
+        batch["mask"] = batch["mask"].long()
+        return batch
