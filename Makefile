@@ -1,0 +1,30 @@
+# All targets set themselves up: a fresh clone needs only `make demo` or `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export WANDB_SILENT := true
+
+.PHONY: install test demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -ra
+
+demo: install
+	WANDB_MODE=offline $(BIN)/rareseg fit --config configs/wetlands.yaml --config configs/demo-cpu.yaml
+
+bench: install
+	cd benchmarks && for script in datamodule.py model.py optim.py; do \
+		[ -f $$script ] && ../$(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs wandb lightning_logs

@@ -1,0 +1,91 @@
+"""Command line: ``rareseg fit|validate|test|predict`` (LightningCLI) plus tool subcommands.
+
+``rareseg synth`` writes the embedded synthetic data set. The generic ``lightning``
+command runs a plain LightningCLI for any model/datamodule config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from rareseg.datamodules.scenes import DataError
+
+#: Datamodule attributes linked into the task (same names on both sides).
+DATA_TO_MODEL = ("num_classes", "in_channels", "rare_classes", "class_names", "class_colors", "class_frequencies", "band_mean", "band_std")
+#: Datamodule attributes linked into the network and the loss when the config names them.
+DATA_TO_NET = ("num_classes", "in_channels", "rare_classes")
+DATA_TO_LOSS = ("class_frequencies",)
+
+
+class RareSegCLI(LightningCLI):
+    """LightningCLI with the datamodule's classes and statistics linked into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link data attributes into the task, its network and its loss; add ``test_after_fit``."""
+        for name in DATA_TO_MODEL:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        for name in DATA_TO_NET:
+            parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
+        for name in DATA_TO_LOSS:
+            parser.link_arguments(f"data.{name}", f"model.init_args.loss.init_args.{name}", apply_on="instantiate")
+        parser.add_argument("--test_after_fit", type=bool, default=False, help="after fit, test the best checkpoint on the test split")
+
+    def after_fit(self) -> None:
+        """Optionally test the best checkpoint right after training."""
+        if self.config[self.subcommand].get("test_after_fit"):
+            ckpt = "best" if self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path else None
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+
+def _synth(argv: Sequence[str]) -> None:
+    from rareseg.synth import generate_dataset
+
+    parser = argparse.ArgumentParser(prog="rareseg synth", description="Write the synthetic LISS-IV-like data set (images/, masks/, classes.yaml).")
+    parser.add_argument("--out", default="data/liss4-synth", help="dataset root to create")
+    parser.add_argument("--scenes", type=int, default=8, help="number of scenes")
+    parser.add_argument("--size", type=int, default=2048, help="scene side in pixels (5.8 m each)")
+    parser.add_argument("--seed", type=int, default=0, help="master seed")
+    parser.add_argument("--preview", action="store_true", help="also write previews/<scene>.png (false colour NIR-R-G and mask)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing root")
+    args = parser.parse_args(argv)
+    root = generate_dataset(args.out, num_scenes=args.scenes, size=args.size, seed=args.seed, preview=args.preview, overwrite=args.overwrite)
+    print(f"wrote {args.scenes} scenes to {root}")
+
+
+TOOLS = {"synth": _synth}
+
+
+def run_cli(args: Sequence[str] | None = None) -> RareSegCLI:
+    """Run the rareseg LightningCLI (subclass mode for model and data) on ``args``."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    return RareSegCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``rareseg`` command; bad input exits with a one-line error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in TOOLS:
+            TOOLS[argv[0]](argv[1:])
+        else:
+            run_cli(argv)
+    except (DataError, FileExistsError) as err:
+        sys.exit(f"rareseg: error: {err}")
+
+
+def lightning_main() -> None:
+    """Entry point of the generic ``lightning`` command: LightningCLI for any config."""
+    LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, save_config_kwargs={"overwrite": True})
