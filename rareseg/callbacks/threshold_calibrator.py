@@ -1,0 +1,195 @@
+"""ThresholdCalibrator: per rare class, the probability threshold that maximises validation F1."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+from typing_extensions import override
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks.callback import Callback
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+
+from rareseg.callbacks._contract import resolve_class_ids, step_output
+
+CHECKPOINT_KEY = "rareseg_thresholds"
+"""Top-level checkpoint key holding ``{class_id: threshold}`` for inference code."""
+
+
+def threshold_grid(num_bins: int) -> Tensor:
+    """Candidate thresholds ``t_j = j / (num_bins - 1)``, ``j = 0..num_bins-1``, float32 ``(num_bins,)``.
+
+    Each is the float32 nearest to the exact fraction.
+    """
+    return (torch.arange(num_bins, dtype=torch.float64) / (num_bins - 1)).float()
+
+
+def probability_histograms(probs: Tensor, positive: Tensor, thresholds: Tensor) -> Tensor:
+    """Count pixels per threshold bin, split by truth.
+
+    Bin ``j`` holds pixels with ``t_j <= p < t_{j+1}`` (the last bin: ``p >= t_{N-1}``), so the
+    pixels with ``p >= t_j`` are exactly those in bins ``j..N-1``; comparisons are made in
+    float32, the dtype of ``thresholds``.
+
+    Args:
+        probs: ``(R, M)`` probability of each of ``R`` classes for ``M`` valid pixels.
+        positive: ``(R, M)`` bool, whether the pixel's truth is that class.
+        thresholds: ``(N,)`` increasing float32 thresholds starting at 0.
+
+    Returns:
+        ``(R, 2, N)`` int64 counts; ``[:, 0]`` negatives, ``[:, 1]`` positives.
+    """
+    count = thresholds.numel()
+    classes = probs.shape[0]
+    bins = torch.bucketize(probs.float().contiguous(), thresholds, right=True).clamp_(min=1) - 1
+    offsets = torch.arange(classes, device=probs.device).unsqueeze(1) * (2 * count)
+    index = offsets + positive.long() * count + bins
+    return torch.bincount(index.flatten(), minlength=classes * 2 * count).view(classes, 2, count)
+
+
+def best_f1_threshold(negatives: np.ndarray, positives: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
+    """The threshold with the highest F1, from per-bin counts.
+
+    With ``TP_j`` / ``FP_j`` the positive / negative pixels with ``p >= t_j`` (suffix sums of the
+    bins) and ``P`` all positive pixels: ``F1_j = 2 TP_j / (TP_j + FP_j + P)``. Ties go to the
+    lowest threshold.
+
+    Args:
+        negatives: ``(N,)`` negative pixel counts per bin.
+        positives: ``(N,)`` positive pixel counts per bin.
+        thresholds: ``(N,)`` the bins' lower edges.
+
+    Returns:
+        ``(threshold, f1)``; ``(nan, nan)`` when there is no positive pixel.
+    """
+    positives = np.asarray(positives, dtype=np.float64)
+    negatives = np.asarray(negatives, dtype=np.float64)
+    total = positives.sum()
+    if total == 0:
+        return float("nan"), float("nan")
+    true_positive = np.cumsum(positives[::-1])[::-1]
+    false_positive = np.cumsum(negatives[::-1])[::-1]
+    f1 = 2 * true_positive / (true_positive + false_positive + total)
+    best = int(np.argmax(f1))
+    return float(thresholds[best]), float(f1[best])
+
+
+class ThresholdCalibrator(Callback):
+    r"""Pick, per rare class, the probability threshold that maximises F1 on validation.
+
+    Each validation epoch (not the sanity check) it reads ``outputs[probs_key]`` ``(B, K, H, W)``
+    softmax probabilities and ``outputs[target_key]`` ``(B, H, W)`` from ``validation_step`` and
+    counts, per rare class ``c``, positive (truth ``c``) and negative valid pixels in ``num_bins``
+    probability bins (:func:`probability_histograms`). At epoch end the counts are summed over
+    ranks and the threshold ``t_c`` maximising F1 of the rule "pixel is ``c`` if ``P_c >= t_c``" is
+    chosen from ``t_j = j/(num_bins-1)`` (:func:`best_f1_threshold`) and logged as
+    ``val/threshold/<name>``. The thresholds of the last validation -- at the end of fit, the
+    final one -- are in ``thresholds``; every checkpoint saved after a validation holds the
+    thresholds of the weights it contains, in the callback state (``{"thresholds": ...}``) and under
+    the top-level key ``"rareseg_thresholds"`` for inference code.
+
+    Args:
+        rare_classes: rare class ids or names (names need ``class_names``).
+        class_names: names of classes ``0..K-1``, used for names in ``rare_classes`` and log keys.
+        num_bins: number of candidate thresholds (``>= 2``), evenly spaced on ``[0, 1]``.
+        probs_key: output key of the probabilities.
+        target_key: output key of the truth.
+        ignore_index: target value of pixels that are not counted.
+
+    Attributes:
+        thresholds: ``{class_id: threshold}``; a class without positive pixels is left out.
+
+    Raises:
+        ValueError: bad arguments (at construction), or a step output without probs/target.
+    """
+
+    def __init__(
+        self,
+        rare_classes: Sequence[Union[int, str]],
+        class_names: Optional[Sequence[str]] = None,
+        num_bins: int = 101,
+        probs_key: str = "probs",
+        target_key: str = "target",
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        if num_bins < 2:
+            raise ValueError(f"ThresholdCalibrator num_bins must be >= 2, got {num_bins}")
+        self.class_names = list(class_names) if class_names is not None else None
+        self.rare_classes = resolve_class_ids(rare_classes, self.class_names, "ThresholdCalibrator", "rare_classes")
+        if not self.rare_classes:
+            raise ValueError("ThresholdCalibrator needs at least one rare class")
+        self.num_bins = num_bins
+        self.probs_key = probs_key
+        self.target_key = target_key
+        self.ignore_index = ignore_index
+        self.thresholds: dict[int, float] = {}
+        self._grid = threshold_grid(num_bins)
+        self._counts: Optional[Tensor] = None
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"thresholds": dict(self.thresholds)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.thresholds = {int(k): float(v) for k, v in state_dict["thresholds"].items()}
+
+    @override
+    def on_save_checkpoint(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[CHECKPOINT_KEY] = dict(self.thresholds)
+
+    @override
+    def on_validation_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._counts = None
+
+    @override
+    def on_validation_batch_end(
+        self,
+        trainer: "pl.Trainer",
+        pl_module: "pl.LightningModule",
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.sanity_checking:
+            return
+        probs = step_output(outputs, self.probs_key, "ThresholdCalibrator", "validation").detach()
+        target = step_output(outputs, self.target_key, "ThresholdCalibrator", "validation").detach()
+        valid = target != self.ignore_index
+        rare = torch.tensor(self.rare_classes, device=probs.device)
+        rare_probs = probs.index_select(1, rare).movedim(1, 0)[:, valid]
+        positive = target[valid].unsqueeze(0) == rare.unsqueeze(1)
+        counts = probability_histograms(rare_probs, positive, self._grid.to(probs.device))
+        self._counts = counts if self._counts is None else self._counts + counts
+
+    @override
+    def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.sanity_checking:
+            return
+        counts = self._counts
+        if counts is None:
+            counts = torch.zeros(len(self.rare_classes), 2, self.num_bins, dtype=torch.long, device=pl_module.device)
+        counts = trainer.strategy.reduce(counts, reduce_op="sum").cpu().numpy()
+        grid = self._grid.numpy()
+        thresholds: dict[int, float] = {}
+        for row, class_id in enumerate(self.rare_classes):
+            name = self._name(class_id)
+            threshold, _ = best_f1_threshold(counts[row, 0], counts[row, 1], grid)
+            if np.isnan(threshold):
+                rank_zero_warn(f"ThresholdCalibrator: no validation pixel of class {name}; not calibrated")
+                continue
+            thresholds[class_id] = threshold
+            pl_module.log(f"val/threshold/{name}", threshold, on_epoch=True, sync_dist=True)
+        self.thresholds = thresholds
+        self._counts = None
+
+    def _name(self, class_id: int) -> str:
+        return self.class_names[class_id] if self.class_names is not None else str(class_id)
