@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from rareseg.callbacks import RareClassMetrics, ThresholdCalibrator
 from rareseg.datamodules.scenes import DataError
 
 #: Datamodule attributes linked into the task (same names on both sides).
@@ -24,7 +25,11 @@ DATA_TO_LOSS = ("class_frequencies",)
 
 
 class RareSegCLI(LightningCLI):
-    """LightningCLI with the datamodule's classes and statistics linked into the model."""
+    """LightningCLI with the datamodule's classes and statistics linked into the model.
+
+    RareClassMetrics and ThresholdCalibrator are always on (config keys ``rare_metrics``
+    and ``threshold_calibrator``), with the class names and rare classes linked from the data.
+    """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Link data attributes into the task, its network and its loss; add ``test_after_fit``."""
@@ -34,6 +39,12 @@ class RareSegCLI(LightningCLI):
             parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
         for name in DATA_TO_LOSS:
             parser.link_arguments(f"data.{name}", f"model.init_args.loss.init_args.{name}", apply_on="instantiate")
+        parser.add_lightning_class_args(RareClassMetrics, "rare_metrics")
+        parser.add_lightning_class_args(ThresholdCalibrator, "threshold_calibrator")
+        for name in ("class_names", "rare_classes", "class_colors"):
+            parser.link_arguments(f"data.{name}", f"rare_metrics.{name}", apply_on="instantiate")
+        for name in ("class_names", "rare_classes"):
+            parser.link_arguments(f"data.{name}", f"threshold_calibrator.{name}", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=False, help="after fit, test the best checkpoint on the test split")
 
     def after_fit(self) -> None:
@@ -58,7 +69,13 @@ def _synth(argv: Sequence[str]) -> None:
     print(f"wrote {args.scenes} scenes to {root}")
 
 
-TOOLS = {"synth": _synth}
+def _infer(argv: Sequence[str]) -> None:
+    from rareseg.inference.command import infer_command
+
+    infer_command(argv)
+
+
+TOOLS = {"synth": _synth, "infer": _infer}
 
 
 def run_cli(args: Sequence[str] | None = None) -> RareSegCLI:
@@ -82,8 +99,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             TOOLS[argv[0]](argv[1:])
         else:
             run_cli(argv)
-    except (DataError, FileExistsError) as err:
-        sys.exit(f"rareseg: error: {err}")
+    except (ValueError, FileExistsError) as err:
+        cause = _data_error_in(err)
+        if cause is None:
+            raise
+        sys.exit(f"rareseg: error: {cause}")
+
+
+def _data_error_in(err: BaseException) -> BaseException | None:
+    """The DataError (or FileExistsError) behind an exception; jsonargparse wraps those raised in __init__."""
+    while err is not None:
+        if isinstance(err, (DataError, FileExistsError)):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def lightning_main() -> None:

@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from rareseg.datamodules.scenes import IGNORE_INDEX
-from rareseg.losses import SaliencyBCELoss
+from rareseg.losses import CrossEntropyLoss, SaliencyBCELoss
 from rareseg.models import SegmentationOutput, SpatialAwareSegFormer
 from rareseg.optim import CASM, rare_pixel_counts
 
@@ -107,12 +107,13 @@ class RareSegModule(LightningModule):
             raise ValueError(f"rho0 and kappa must be >= 0, got rho0={rho0}, kappa={kappa}")
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
-        self.save_hyperparameters(ignore=["net", "loss"])
+        # Under the CLI the hparams hold the net/loss configs, so load_from_checkpoint rebuilds them.
+        self.save_hyperparameters()
         self.automatic_optimization = False
         self.rare_classes = tuple(int(c) for c in rare_classes)
         self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
         self.net = net if net is not None else SpatialAwareSegFormer(num_classes=num_classes, rare_classes=self.rare_classes, in_channels=in_channels)
-        self.criterion = loss if loss is not None else nn.CrossEntropyLoss(ignore_index=ignore_index)
+        self.criterion = loss if loss is not None else CrossEntropyLoss(ignore_index=ignore_index)
         self.saliency_criterion = SaliencyBCELoss(self.rare_classes, ignore_index=ignore_index)
         self.aux_weight = aux_weight
         self.optimizer_name = optimizer
