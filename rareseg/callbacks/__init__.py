@@ -9,6 +9,7 @@ from rareseg.callbacks.babysitter import Babysitter
 from rareseg.callbacks.knob import Knob, KnobPathError
 from rareseg.callbacks.non_finite_guard import NonFiniteGuard
 from rareseg.callbacks.rare_class_metrics import RareClassMetrics, per_class_scores, summary_scores
+from rareseg.callbacks.saliency_refresh import SaliencyRefresh
 from rareseg.callbacks.threshold_calibrator import CHECKPOINT_KEY, ThresholdCalibrator, best_f1_threshold
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "KnobPathError",
     "NonFiniteGuard",
     "RareClassMetrics",
+    "SaliencyRefresh",
     "ThresholdCalibrator",
     "best_f1_threshold",
     "per_class_scores",

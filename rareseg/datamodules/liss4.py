@@ -14,13 +14,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import IntersectionDataset
-from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
+from torchgeo.samplers import GeoSampler, GridGeoSampler, RandomGeoSampler
 
 from rareseg.datamodules.datasets import LissIVImage, LissIVMask
+from rareseg.datamodules.samplers import RareClassGeoSampler, SaliencyGuidedGeoSampler
 from rareseg.datamodules.scenes import IGNORE_INDEX, ClassTable, DataError, Scene, scan_root
 from rareseg.datamodules.stats import check_class_ids, load_or_compute_stats
 
 SPLITS = ("train", "val", "test")
+SAMPLERS = ("random", "rare", "saliency")
 #: Row fractions of each scene per split when a root has too few scenes to split by scene.
 BLOCK_ROWS = {"train": (0.0, 0.7), "val": (0.7, 0.85), "test": (0.85, 1.0)}
 
@@ -75,7 +77,7 @@ def split_scenes(stems: Sequence[str], val_scenes: Sequence[str] | None, test_sc
 
 
 class LissIVDataModule(GeoDataModule):
-    """LISS-IV segmentation data: random crops for training, grids for evaluation.
+    """LISS-IV segmentation data: random, rare-class or saliency-guided training crops; grids for evaluation.
 
     The class table, band statistics and class frequencies are available right after
     construction (``num_classes``, ``in_channels``, ``class_names``, ``rare_classes``,
@@ -92,6 +94,9 @@ class LissIVDataModule(GeoDataModule):
         length: int | None = 512,
         num_workers: int = 0,
         sampler: str = "random",
+        salient_fraction: float = 0.5,
+        topk_percent: float = 10.0,
+        rare_temperature: float = 0.1,
         val_scenes: list[str] | None = None,
         test_scenes: list[str] | None = None,
         augment: bool = True,
@@ -109,7 +114,12 @@ class LissIVDataModule(GeoDataModule):
             patch_size: crop side in pixels.
             length: training crops per epoch (None: as many as non-overlapping crops fit).
             num_workers: data-loading worker processes.
-            sampler: training sampler, ``"random"``.
+            sampler: training sampler: ``"random"`` (uniform crops), ``"rare"``
+                (:class:`RareClassGeoSampler`) or ``"saliency"`` (:class:`SaliencyGuidedGeoSampler`
+                with the rare-class fallback; its maps come from the ``SaliencyRefresh`` callback).
+            salient_fraction: ``"saliency"``: share of crops from the salient region, in [0, 1].
+            topk_percent: ``"saliency"``: percentage of map cells forming the salient region, in (0, 100].
+            rare_temperature: ``"rare"``/``"saliency"``: temperature T of ``P(c) ∝ exp((1 - f_c) / T)``.
             val_scenes: validation scene stems (default: derived, see :func:`split_scenes`).
             test_scenes: test scene stems.
             augment: random flips and 90-degree rotations of training crops.
@@ -120,10 +130,19 @@ class LissIVDataModule(GeoDataModule):
             seed: seed of the training sampler.
         """
         super().__init__(LissIVImage, batch_size=batch_size, patch_size=patch_size, length=length, num_workers=num_workers)
-        if sampler not in {"random"}:
-            raise ValueError(f"sampler must be 'random', got {sampler!r}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        if not 0.0 <= salient_fraction <= 1.0:
+            raise ValueError(f"salient_fraction must be in [0, 1], got {salient_fraction}")
+        if not 0.0 < topk_percent <= 100.0:
+            raise ValueError(f"topk_percent must be in (0, 100], got {topk_percent}")
+        if not rare_temperature > 0.0:
+            raise ValueError(f"rare_temperature must be > 0, got {rare_temperature}")
         self.root = Path(root)
         self.sampler_name = sampler
+        self.salient_fraction = salient_fraction
+        self.topk_percent = topk_percent
+        self.rare_temperature = rare_temperature
         self.augment = augment
         self.seed = seed
         if not self.root.exists():
@@ -199,6 +218,28 @@ class LissIVDataModule(GeoDataModule):
         """Per-band standard deviation of valid training pixels (file units)."""
         return list(self.stats.band_std)
 
+    @property
+    def sampler(self) -> GeoSampler | None:
+        """The training sampler (same object as ``train_sampler``), e.g. for the knob ``datamodule.sampler.salient_fraction``.
+
+        The constructor's ``salient_fraction`` only sets the sampler's initial value.
+        """
+        return self.train_sampler
+
+    @sampler.setter
+    def sampler(self, value: GeoSampler | None) -> None:
+        self.train_sampler = value
+
+    def saliency_sources(self) -> list[tuple[str, Path, list[float], list[float]]]:
+        """Training scenes for the ``SaliencyRefresh`` callback.
+
+        Returns:
+            ``(scene_id, image_path, band_mean, band_std)`` per training scene: the id the
+            training sampler knows the scene by (its file stem), its GeoTIFF, and the per-band
+            normalisation ``x' = (x - band_mean) / band_std`` in file units.
+        """
+        return [(s.stem, s.image, self.band_mean, self.band_std) for s in self.scenes_of("train")]
+
     def scenes_of(self, split: str) -> list[Scene]:
         """Scenes of a split (``"train"``, ``"val"``, ``"test"``)."""
         wanted = set(self.split_scenes[split])
@@ -226,14 +267,25 @@ class LissIVDataModule(GeoDataModule):
         """Build the split datasets and samplers for a Lightning stage."""
         if stage == "fit":
             self.train_dataset = self.split_dataset("train")
-            generator = torch.Generator().manual_seed(self.seed)
-            self.train_sampler = RandomGeoSampler(self.train_dataset, self.patch_size, self.length, roi=self.split_roi(self.train_dataset, "train"), generator=generator)
+            self.train_sampler = self._training_sampler(self.train_dataset, self.split_roi(self.train_dataset, "train"))
         evaluation = {"fit": ("val", "val"), "validate": ("val", "val"), "test": ("test", "test"), "predict": ("test", "predict")}
         if stage in evaluation:
             split, attr = evaluation[stage]
             dataset = self.split_dataset(split)
             setattr(self, f"{attr}_dataset", dataset)
             setattr(self, f"{attr}_sampler", GridGeoSampler(dataset, self.patch_size, self.patch_size, roi=self.split_roi(dataset, split)))
+
+    def _training_sampler(self, dataset: IntersectionDataset, roi: shapely.Geometry | None) -> GeoSampler:
+        """The training sampler named by ``sampler``, seeded with ``seed``."""
+        generator = torch.Generator().manual_seed(self.seed)
+        if self.sampler_name == "random":
+            return RandomGeoSampler(dataset, self.patch_size, self.length, roi=roi, generator=generator)
+        rare = {"class_frequencies": self.class_frequencies, "rare_classes": self.rare_classes, "temperature": self.rare_temperature}
+        if self.sampler_name == "rare":
+            return RareClassGeoSampler(dataset, self.patch_size, self.length, roi=roi, generator=generator, **rare)
+        return SaliencyGuidedGeoSampler(
+            dataset, self.patch_size, self.length, self.salient_fraction, self.topk_percent, "rare", roi=roi, generator=generator, **rare
+        )
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
         """Normalise (and for training augment) a batch on the device; masks stay long."""

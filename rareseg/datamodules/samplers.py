@@ -1,0 +1,596 @@
+"""Training samplers that over-draw rare classes: label-based and saliency-guided.
+
+Both subclass torchgeo's :class:`~torchgeo.samplers.GeoSampler` and yield the
+``(slice(xmin, xmax), slice(ymin, ymax), slice(tmin, tmax))`` queries that torchgeo 0.8
+datasets index with, one scene's time slice each. A crop is placed on its scene's pixel
+grid and always lies inside the scene's footprint: the bounding box of (scene bounds ∩
+``roi``), shrunk to whole pixels, as torchgeo's ``RandomGeoSampler`` uses it. A crop centred
+on pixel ``p`` starts at ``p - size // 2`` and is shifted, never cut, to fit the footprint,
+so it still contains ``p``.
+
+The masks are found in the dataset itself: an ``IntersectionDataset`` of an image and a
+mask :class:`~torchgeo.datasets.RasterDataset` (``is_image=False``), such as
+``LissIVImage & LissIVMask``. Scene ids are the file stems of the images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import shapely
+import torch
+from affine import Affine
+from rasterio.windows import Window
+from torchgeo.datasets import GeoDataset, IntersectionDataset, RasterDataset
+from torchgeo.samplers import GeoSampler, Units
+
+GeoSlice = tuple[slice, slice, slice]
+#: Rows of mask read at a time while the rare-class index is built.
+_INDEX_ROWS = 1024
+#: Slack, in pixels, when snapping a footprint to whole pixels.
+_SNAP = 1e-6
+
+
+def rare_class_probabilities(class_frequencies: Sequence[float], rare_classes: Sequence[int], temperature: float) -> np.ndarray:
+    """Probability of drawing each rare class: ``P(c) = exp((1 - f_c) / T) / sum_r exp((1 - f_r) / T)``.
+
+    The DAFormer rare-class sampling rule, restricted to the rare classes: the rarer a class
+    (smaller pixel frequency ``f_c``), the likelier; a small temperature ``T`` sharpens it.
+
+    Args:
+        class_frequencies: pixel frequency of every class, indexed by class id.
+        rare_classes: ids of the classes to draw from.
+        temperature: ``T > 0``.
+
+    Returns:
+        float64 array of shape (R,), one probability per entry of ``rare_classes``, summing to 1.
+    """
+    frequencies = np.array([class_frequencies[c] for c in rare_classes], dtype=np.float64)
+    scores = (1.0 - frequencies) / temperature
+    weights = np.exp(scores - scores.max())
+    return weights / weights.sum()
+
+
+def cell_class_counts(mask: np.ndarray, classes: Sequence[int], cell: int) -> np.ndarray:
+    """Pixels of each class in every ``cell`` x ``cell`` block of a mask.
+
+    Args:
+        mask: class ids, shape (H, W).
+        classes: the R class ids to count.
+        cell: block side in pixels; blocks on the bottom/right edges may be partial.
+
+    Returns:
+        int64 array of shape (R, ceil(H / cell), ceil(W / cell)).
+    """
+    height, width = mask.shape
+    rows, cols = -(-height // cell), -(-width // cell)
+    counts = np.empty((len(classes), rows, cols), dtype=np.int64)
+    hits = np.zeros((rows * cell, cols * cell), dtype=bool)
+    for k, class_id in enumerate(classes):
+        hits[:height, :width] = mask == class_id
+        counts[k] = hits.reshape(rows, cell, cols, cell).sum(axis=(1, 3))
+    return counts
+
+
+def top_saliency_cells(saliency: np.ndarray, valid: np.ndarray, topk_percent: float) -> np.ndarray:
+    """The ``ceil(topk_percent / 100 * n_valid)`` valid cells of highest saliency.
+
+    Ties are broken by position (row-major order first), so the result is deterministic.
+
+    Args:
+        saliency: saliency map, shape (h, w).
+        valid: which cells may be chosen, bool, shape (h, w).
+        topk_percent: percentage of the valid cells to keep, in (0, 100].
+
+    Returns:
+        Row-major flat indices into the map, int64, shape (n,), empty when no cell is valid.
+    """
+    candidates = np.flatnonzero(valid.ravel())
+    keep = math.ceil(topk_percent / 100.0 * candidates.size)
+    order = np.argsort(-saliency.ravel()[candidates], kind="stable")
+    return candidates[order[:keep]]
+
+
+def _clamp_start(center: int, size: int, start: int, stop: int) -> int:
+    """First pixel of a ``size``-pixel crop centred on ``center``, shifted into ``[start, stop)``."""
+    return min(max(center - size // 2, start), stop - size)
+
+
+@dataclass(frozen=True)
+class SceneFootprint:
+    """Where crops of one scene may lie, on the scene's pixel grid.
+
+    Attributes:
+        scene_id: file stem of the scene's image.
+        mask_path: the scene's mask GeoTIFF, or None when the dataset has no mask.
+        left: x of the left edge of pixel column 0 (CRS units).
+        top: y of the top edge of pixel row 0 (CRS units).
+        res: pixel size (x, y) in CRS units.
+        rows: valid pixel rows ``[start, stop)``.
+        cols: valid pixel columns ``[start, stop)``.
+        time: the scene's time slice.
+    """
+
+    scene_id: str
+    mask_path: Path | None
+    left: float
+    top: float
+    res: tuple[float, float]
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    time: slice
+
+    @property
+    def area(self) -> int:
+        """Valid pixels."""
+        return (self.rows[1] - self.rows[0]) * (self.cols[1] - self.cols[0])
+
+    def query(self, row: int, col: int, size: tuple[int, int]) -> GeoSlice:
+        """The torchgeo query of the crop whose top-left pixel is (``row``, ``col``), ``size`` = (h, w) pixels."""
+        xmin = self.left + col * self.res[0]
+        ymax = self.top - row * self.res[1]
+        return slice(xmin, xmin + size[1] * self.res[0]), slice(ymax - size[0] * self.res[1], ymax), self.time
+
+    def centred_query(self, row: int, col: int, size: tuple[int, int]) -> GeoSlice:
+        """The query of the crop centred on pixel (``row``, ``col``), shifted to lie inside the footprint."""
+        return self.query(_clamp_start(row, size[0], *self.rows), _clamp_start(col, size[1], *self.cols), size)
+
+
+def _file_column(dataset: GeoDataset, is_image: bool) -> str | None:
+    """Index column holding the file paths of the image (or mask) member of a dataset, if any."""
+    if isinstance(dataset, RasterDataset):
+        return "filepath" if dataset.is_image == is_image else None
+    if isinstance(dataset, IntersectionDataset):
+        for k, member in enumerate(dataset.datasets):
+            if isinstance(member, RasterDataset) and member.is_image == is_image:
+                suffixed = f"filepath_{k + 1}"
+                return suffixed if suffixed in dataset.index.columns else "filepath"
+    return None
+
+
+def scene_footprints(index: Any, dataset: GeoDataset, res: tuple[float, float]) -> list[SceneFootprint]:
+    """Footprints of the scenes in a sampler's (ROI-clipped) index.
+
+    Args:
+        index: the sampler's ``GeoDataFrame`` (geometry clipped to the roi, IntervalIndex of times).
+        dataset: the dataset the index came from (to locate image and mask files).
+        res: the dataset resolution (x, y) in CRS units; must equal the files' pixel size.
+
+    Returns:
+        One footprint per index row with at least one whole valid pixel.
+    """
+    image_column, mask_column = _file_column(dataset, True), _file_column(dataset, False)
+    if image_column is None and mask_column is None:
+        raise ValueError(f"sampler needs a RasterDataset or an IntersectionDataset of RasterDatasets, got {type(dataset).__name__}")
+    footprints = []
+    for i in range(len(index)):
+        mask_path = Path(index[mask_column].iloc[i]) if mask_column else None
+        image_path = Path(index[image_column].iloc[i]) if image_column else mask_path
+        with rasterio.open(mask_path or image_path) as src:
+            transform, height, width = src.transform, src.height, src.width
+        if transform.b != 0 or transform.d != 0 or transform.e >= 0:
+            raise ValueError(f"{image_path}: sampler needs a north-up grid without rotation")
+        pixel = (transform.a, -transform.e)
+        if not np.allclose(pixel, res, rtol=1e-6):
+            raise ValueError(f"{image_path}: pixel size {pixel} differs from the dataset resolution {tuple(res)}")
+        xmin, ymin, xmax, ymax = index.geometry.iloc[i].bounds
+        rows = (max(0, math.ceil((transform.f - ymax) / pixel[1] - _SNAP)), min(height, math.floor((transform.f - ymin) / pixel[1] + _SNAP)))
+        cols = (max(0, math.ceil((xmin - transform.c) / pixel[0] - _SNAP)), min(width, math.floor((xmax - transform.c) / pixel[0] + _SNAP)))
+        if rows[1] > rows[0] and cols[1] > cols[0]:
+            interval = index.index[i]
+            footprints.append(SceneFootprint(image_path.stem, mask_path, transform.c, transform.f, pixel, rows, cols, slice(interval.left, interval.right)))
+    return footprints
+
+
+class RareClassIndex:
+    """Coarse per-scene counts of rare-class pixels, for drawing a uniformly random pixel of a class.
+
+    Built once by windowed reads of every mask (``_INDEX_ROWS`` rows at a time) over the
+    scene's footprint, counting pixels of each rare class in ``cell`` x ``cell`` blocks.
+    Only cells holding a class are kept (sparse, per class). A draw picks class ``c`` with
+    :func:`rare_class_probabilities` (renormalised over the classes present), then the k-th
+    pixel of class ``c`` with ``k`` uniform over all of them: a binary search in the running
+    pixel count over the cells finds the cell, one ``cell`` x ``cell`` window read of the mask
+    finds the pixel. No draw scans a whole mask.
+
+    Attributes:
+        offsets: first global cell id of each scene, shape (n_scenes + 1,); scene ``s`` has
+            ``grid_cols[s]`` cells per row, numbered row-major from ``offsets[s]``.
+        cells: per class, ascending global ids of the cells holding it.
+        cumulative: per class, running pixel count over ``cells``.
+    """
+
+    def __init__(self, footprints: Sequence[SceneFootprint], rare_classes: Sequence[int], probabilities: np.ndarray, cell: int) -> None:
+        """Count rare pixels per cell.
+
+        Args:
+            footprints: scenes, each with a ``mask_path``.
+            rare_classes: class ids to index, shape (R,).
+            probabilities: class probabilities, shape (R,).
+            cell: cell side in pixels.
+        """
+        self.footprints = list(footprints)
+        self.rare_classes = list(rare_classes)
+        self.probabilities = probabilities
+        self.cell = cell
+        self.grid_cols: list[int] = []
+        offsets = [0]
+        cells: list[list[np.ndarray]] = [[] for _ in self.rare_classes]
+        pixels: list[list[np.ndarray]] = [[] for _ in self.rare_classes]
+        for footprint in self.footprints:
+            counts = self._scene_counts(footprint)
+            self.grid_cols.append(counts.shape[2])
+            for k, class_counts in enumerate(counts.reshape(len(self.rare_classes), -1)):
+                held = np.flatnonzero(class_counts)
+                cells[k].append(offsets[-1] + held)
+                pixels[k].append(class_counts[held])
+            offsets.append(offsets[-1] + counts.shape[1] * counts.shape[2])
+        self.offsets = np.array(offsets)
+        self.cells = [np.concatenate(c) for c in cells]
+        self.cumulative = [np.cumsum(np.concatenate(p)) for p in pixels]
+        self._readers: dict[int, rasterio.DatasetReader] = {}
+
+    def _scene_counts(self, footprint: SceneFootprint) -> np.ndarray:
+        (row0, row1), (col0, col1) = footprint.rows, footprint.cols
+        step = self.cell * max(1, _INDEX_ROWS // self.cell)
+        blocks = []
+        with rasterio.open(footprint.mask_path) as src:
+            for row in range(row0, row1, step):
+                mask = src.read(1, window=Window(col0, row, col1 - col0, min(step, row1 - row)))
+                blocks.append(cell_class_counts(mask, self.rare_classes, self.cell))
+        return np.concatenate(blocks, axis=1)
+
+    def class_pixels(self, scene: int | None = None) -> np.ndarray:
+        """Pixels of each rare class, in one scene or (None) in all, int64 shape (R,)."""
+        spans = [self._span(k, scene) for k in range(len(self.rare_classes))]
+        return np.array([self._count_before(k, hi) - self._count_before(k, lo) for k, (lo, hi) in enumerate(spans)], dtype=np.int64)
+
+    def _span(self, k: int, scene: int | None) -> tuple[int, int]:
+        """Positions in ``cells[k]`` of the cells of one scene (None: all scenes), as [lo, hi)."""
+        if scene is None:
+            return 0, len(self.cells[k])
+        lo, hi = np.searchsorted(self.cells[k], self.offsets[scene : scene + 2])
+        return int(lo), int(hi)
+
+    def _count_before(self, k: int, position: int) -> int:
+        """Pixels of class ``k`` in ``cells[k][:position]``."""
+        return int(self.cumulative[k][position - 1]) if position > 0 else 0
+
+    def draw(self, uniform: Callable[[], float], scene: int | None = None) -> tuple[int, int, int] | None:
+        """Draw a rare-class pixel.
+
+        Args:
+            uniform: source of uniform [0, 1) floats (the sampler's seeded generator).
+            scene: restrict the draw to this footprint index, or None for all scenes.
+
+        Returns:
+            (footprint index, row, col) of the pixel, or None when no rare pixel is in scope.
+        """
+        pixels = self.class_pixels(scene)
+        weights = self.probabilities * (pixels > 0)
+        if weights.sum() == 0:
+            return None
+        k = min(int(np.searchsorted(np.cumsum(weights / weights.sum()), uniform(), side="right")), len(weights) - 1)
+        target = self._count_before(k, self._span(k, scene)[0]) + int(uniform() * int(pixels[k]))
+        position = int(np.searchsorted(self.cumulative[k], target, side="right"))
+        nth = target - self._count_before(k, position)
+        cell = int(self.cells[k][position])
+        owner = int(np.searchsorted(self.offsets, cell, side="right")) - 1
+        cell_row, cell_col = divmod(cell - int(self.offsets[owner]), self.grid_cols[owner])
+        return (owner, *self._nth_pixel(owner, self.rare_classes[k], cell_row, cell_col, nth))
+
+    def _nth_pixel(self, scene: int, class_id: int, cell_row: int, cell_col: int, nth: int) -> tuple[int, int]:
+        footprint = self.footprints[scene]
+        row0 = footprint.rows[0] + cell_row * self.cell
+        col0 = footprint.cols[0] + cell_col * self.cell
+        height = min(self.cell, footprint.rows[1] - row0)
+        width = min(self.cell, footprint.cols[1] - col0)
+        if scene not in self._readers:
+            self._readers[scene] = rasterio.open(footprint.mask_path)
+        window = self._readers[scene].read(1, window=Window(col0, row0, width, height))
+        hits = np.flatnonzero(window == class_id)
+        if nth >= hits.size:
+            raise RuntimeError(f"{footprint.mask_path}: mask changed after the rare-class sampler indexed it; rebuild the sampler")
+        row, col = divmod(int(hits[nth]), width)
+        return row0 + row, col0 + col
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the open mask readers (they reopen on the next draw)."""
+        state = dict(self.__dict__)
+        state["_readers"] = {}
+        return state
+
+
+def _check_rare_arguments(class_frequencies: Sequence[float], rare_classes: Sequence[int], temperature: float, cell_size: int) -> None:
+    if not rare_classes:
+        raise ValueError("rare_classes is empty: name at least one rare class id")
+    if any(not 0 <= c < len(class_frequencies) for c in rare_classes):
+        raise ValueError(f"rare_classes {list(rare_classes)} must be ids in 0..{len(class_frequencies) - 1} (the length of class_frequencies)")
+    if any(not 0.0 <= f <= 1.0 for f in class_frequencies):
+        raise ValueError(f"class_frequencies must lie in [0, 1], got {list(class_frequencies)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if cell_size < 1:
+        raise ValueError(f"cell_size must be >= 1 pixel, got {cell_size}")
+
+
+class _FootprintSampler(GeoSampler):
+    """Shared machinery: crop size in pixels, scene footprints, seeded uniform draws, exact length.
+
+    Attributes:
+        size_px: crop (height, width) in pixels.
+        footprints: the scenes that hold a whole crop, with their valid pixel windows.
+        all_scene_ids: image stems of every scene in the (roi-clipped) index, drawable or not.
+        length: crops per epoch.
+    """
+
+    def __init__(
+        self,
+        dataset: GeoDataset,
+        size: tuple[float, float] | float,
+        length: int | None,
+        units: Units,
+        roi: shapely.Geometry | None,
+        generator: torch.Generator | None,
+    ) -> None:
+        super().__init__(dataset, roi)
+        height, width = size if isinstance(size, tuple | list) else (size, size)
+        if units == Units.CRS:
+            height, width = round(height / self.res[1]), round(width / self.res[0])
+        if height != int(height) or width != int(width) or height < 1 or width < 1:
+            raise ValueError(f"size must be a positive whole number of pixels, got {size} ({units.name})")
+        self.size_px = (int(height), int(width))
+        if length is not None and length < 1:
+            raise ValueError(f"length must be >= 1 crop, got {length}")
+        self.generator = generator
+        every = scene_footprints(self.index, dataset, self.res)
+        self.all_scene_ids = list(dict.fromkeys(fp.scene_id for fp in every))
+        self.footprints = [fp for fp in every if fp.rows[1] - fp.rows[0] >= self.size_px[0] and fp.cols[1] - fp.cols[0] >= self.size_px[1]]
+        if not self.footprints:
+            raise ValueError(f"no scene footprint (scene bounds ∩ roi) holds a {self.size_px[0]} x {self.size_px[1]} px crop")
+        self.length = length if length is not None else sum(
+            ((fp.rows[1] - fp.rows[0]) // self.size_px[0]) * ((fp.cols[1] - fp.cols[0]) // self.size_px[1]) for fp in self.footprints
+        )
+        areas = np.array([fp.area for fp in self.footprints], dtype=np.float64)
+        self._scene_cdf = np.cumsum(areas / areas.sum())
+
+    def __len__(self) -> int:
+        """Crops per epoch."""
+        return self.length
+
+    def _uniform(self) -> float:
+        """A uniform [0, 1) float from the sampler's generator."""
+        return float(torch.rand(1, generator=self.generator, dtype=torch.float64))
+
+    def _pick_scene(self) -> int:
+        """A footprint index, with probability proportional to its valid area."""
+        return min(int(np.searchsorted(self._scene_cdf, self._uniform(), side="right")), len(self.footprints) - 1)
+
+    def _random_query(self, scene: int) -> GeoSlice:
+        """A crop at a uniformly random position inside a footprint."""
+        fp = self.footprints[scene]
+        row = fp.rows[0] + int(self._uniform() * (fp.rows[1] - fp.rows[0] - self.size_px[0] + 1))
+        col = fp.cols[0] + int(self._uniform() * (fp.cols[1] - fp.cols[0] - self.size_px[1] + 1))
+        return fp.query(row, col, self.size_px)
+
+
+class RareClassGeoSampler(_FootprintSampler):
+    """Crops centred on rare-class pixels, rarer classes drawn more often (DAFormer-style).
+
+    Each crop: draw a rare class ``c`` with ``P(c) ∝ exp((1 - f_c) / T)`` (classes with no
+    pixel in the footprints are skipped), then a pixel uniformly among all pixels of class
+    ``c`` in all footprints (so a scene is chosen in proportion to its share of ``c``), and
+    centre the crop on it (shifted to fit the footprint; the pixel stays inside the crop).
+    Class pixels come from a :class:`RareClassIndex` built once at construction from the
+    masks of the dataset (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        dataset: GeoDataset,
+        size: tuple[float, float] | float,
+        length: int | None,
+        class_frequencies: Sequence[float],
+        rare_classes: Sequence[int],
+        temperature: float = 0.1,
+        units: Units = Units.PIXELS,
+        roi: shapely.Geometry | None = None,
+        generator: torch.Generator | None = None,
+        cell_size: int = 32,
+    ) -> None:
+        """Index the masks and prepare the class distribution.
+
+        Args:
+            dataset: image-and-mask dataset, e.g. ``LissIVImage & LissIVMask``.
+            size: crop (height, width), or one number for both, in ``units``.
+            length: crops per epoch (None: as many non-overlapping crops as fit the footprints).
+            class_frequencies: pixel frequency ``f_c`` of every class, indexed by class id.
+            rare_classes: ids of the classes to over-draw.
+            temperature: ``T > 0`` of the class distribution.
+            units: ``Units.PIXELS`` or ``Units.CRS`` (rounded to whole pixels).
+            roi: region of interest; crops stay inside (scene bounds ∩ roi).
+            generator: seeded ``torch.Generator`` for reproducible crops.
+            cell_size: side in pixels of the index cells (memory vs. size of one draw's read).
+        """
+        _check_rare_arguments(class_frequencies, rare_classes, temperature, cell_size)
+        super().__init__(dataset, size, length, units, roi, generator)
+        if any(fp.mask_path is None for fp in self.footprints):
+            raise ValueError(f"RareClassGeoSampler needs masks: pass an IntersectionDataset of images and a mask RasterDataset, got {type(dataset).__name__}")
+        probabilities = rare_class_probabilities(class_frequencies, rare_classes, temperature)
+        self.rare_index = RareClassIndex(self.footprints, rare_classes, probabilities, cell_size)
+        if self.rare_index.class_pixels().sum() == 0:
+            raise ValueError(f"no pixel of the rare classes {list(rare_classes)} lies in the sampling region of the masks")
+
+    def __iter__(self) -> Iterator[GeoSlice]:
+        """Yield ``len(self)`` queries, each centred on a drawn rare-class pixel."""
+        for _ in range(len(self)):
+            scene, row, col = self.rare_index.draw(self._uniform)
+            yield self.footprints[scene].centred_query(row, col, self.size_px)
+
+
+class SaliencyGuidedGeoSampler(_FootprintSampler):
+    """Crops steered by saliency maps: a fraction centred in each scene's most salient cells.
+
+    Each crop picks a scene with probability proportional to its footprint area. With
+    probability ``salient_fraction`` it is centred on a uniformly random point of a
+    uniformly chosen cell among the top ``topk_percent`` % cells (by value) of the scene's
+    current saliency map; otherwise it lies at a uniformly random position in the scene.
+    While a scene has no map, its salient draws use the fallback: ``"rare"`` centres on a
+    rare-class pixel of that scene (as :class:`RareClassGeoSampler`, renormalised to the
+    scene; a uniform crop if the scene has none), ``"random"`` a uniform crop.
+
+    Maps arrive through :meth:`update_saliency` (e.g. from the ``SaliencyRefresh``
+    callback). The sampler is iterated in the process that owns the DataLoader (workers only
+    receive the queries), so a map or a ``salient_fraction`` set between epochs applies to
+    the next epoch's crops, also with ``persistent_workers``.
+    """
+
+    def __init__(
+        self,
+        dataset: GeoDataset,
+        size: tuple[float, float] | float,
+        length: int | None,
+        salient_fraction: float = 0.5,
+        topk_percent: float = 10.0,
+        fallback: str = "rare",
+        class_frequencies: Sequence[float] | None = None,
+        rare_classes: Sequence[int] | None = None,
+        temperature: float = 0.1,
+        units: Units = Units.PIXELS,
+        roi: shapely.Geometry | None = None,
+        generator: torch.Generator | None = None,
+        cell_size: int = 32,
+    ) -> None:
+        """Prepare the footprints (and for ``fallback="rare"`` the rare-class index).
+
+        Args:
+            dataset: image-and-mask dataset, e.g. ``LissIVImage & LissIVMask`` (images alone
+                suffice for ``fallback="random"``).
+            size: crop (height, width), or one number for both, in ``units``.
+            length: crops per epoch (None: as many non-overlapping crops as fit the footprints).
+            salient_fraction: share of crops drawn from the salient region, in [0, 1];
+                may be changed between epochs.
+            topk_percent: percentage of a map's cells (inside the footprint) that form the salient region, in (0, 100].
+            fallback: ``"rare"`` or ``"random"``: what a salient draw does while its scene has no map.
+            class_frequencies: pixel frequency of every class (needed for ``fallback="rare"``).
+            rare_classes: rare class ids (needed for ``fallback="rare"``).
+            temperature: ``T > 0`` of the rare-class distribution.
+            units: ``Units.PIXELS`` or ``Units.CRS`` (rounded to whole pixels).
+            roi: region of interest; crops stay inside (scene bounds ∩ roi).
+            generator: seeded ``torch.Generator`` for reproducible crops.
+            cell_size: side in pixels of the rare-class index cells.
+        """
+        if fallback not in {"rare", "random"}:
+            raise ValueError(f"fallback must be 'rare' or 'random', got {fallback!r}")
+        if fallback == "rare":
+            if class_frequencies is None or rare_classes is None:
+                raise ValueError("fallback='rare' needs class_frequencies and rare_classes")
+            _check_rare_arguments(class_frequencies, rare_classes, temperature, cell_size)
+        if not 0 < topk_percent <= 100:
+            raise ValueError(f"topk_percent must be in (0, 100], got {topk_percent}")
+        self.salient_fraction = salient_fraction
+        super().__init__(dataset, size, length, units, roi, generator)
+        self.topk_percent = topk_percent
+        self.fallback = fallback
+        self.rare_index: RareClassIndex | None = None
+        if fallback == "rare":
+            if any(fp.mask_path is None for fp in self.footprints):
+                raise ValueError(f"fallback='rare' needs masks: pass an IntersectionDataset of images and a mask RasterDataset, got {type(dataset).__name__}")
+            probabilities = rare_class_probabilities(class_frequencies, rare_classes, temperature)
+            self.rare_index = RareClassIndex(self.footprints, rare_classes, probabilities, cell_size)
+        self._maps: dict[str, tuple[np.ndarray, Affine]] = {}
+        self._salient_boxes: dict[int, np.ndarray] = {}
+
+    @property
+    def salient_fraction(self) -> float:
+        """Share of crops drawn from the salient region (or the fallback), in [0, 1]."""
+        return self._salient_fraction
+
+    @salient_fraction.setter
+    def salient_fraction(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"salient_fraction must be in [0, 1], got {value}")
+        self._salient_fraction = float(value)
+
+    def saliency_map(self, scene_id: str) -> tuple[np.ndarray, Affine] | None:
+        """The scene's current map and its transform, or None before the first update."""
+        return self._maps.get(scene_id)
+
+    def update_saliency(self, scene_id: str, saliency: np.ndarray, transform: Affine | Sequence[float]) -> None:
+        """Replace a scene's saliency map.
+
+        A scene whose footprint is too small for a crop keeps its map but is never drawn.
+
+        Args:
+            scene_id: the scene's image file stem (one of :attr:`all_scene_ids`).
+            saliency: low-resolution map, float, shape (h, w); higher = more salient. NaN cells are never salient.
+            transform: affine transform of the map (cell -> scene CRS), north-up; an ``Affine``
+                or its first six coefficients ``(a, b, c, d, e, f)``.
+        """
+        if scene_id not in self.all_scene_ids:
+            raise KeyError(f"scene {scene_id!r} is not one of this sampler's scenes ({', '.join(self.all_scene_ids)})")
+        scenes = [k for k, fp in enumerate(self.footprints) if fp.scene_id == scene_id]
+        saliency = np.asarray(saliency, dtype=np.float32)
+        if saliency.ndim != 2 or saliency.size == 0:
+            raise ValueError(f"saliency map of scene {scene_id!r} must be a non-empty 2D array, got shape {saliency.shape}")
+        transform = transform if isinstance(transform, Affine) else Affine(*transform[:6])
+        if transform.b != 0 or transform.d != 0 or transform.a <= 0 or transform.e >= 0:
+            raise ValueError(f"saliency map of scene {scene_id!r} needs a north-up transform without rotation, got {tuple(transform)[:6]}")
+        boxes = {k: self._top_boxes(self.footprints[k], saliency, transform) for k in scenes}
+        if scenes and all(b.size == 0 for b in boxes.values()):
+            raise ValueError(f"saliency map of scene {scene_id!r} has no finite cell inside the scene's footprint (check its transform)")
+        self._maps[scene_id] = (saliency.copy(), transform)
+        for k, scene_boxes in boxes.items():
+            if scene_boxes.size:
+                self._salient_boxes[k] = scene_boxes
+            else:
+                self._salient_boxes.pop(k, None)
+
+    def _top_boxes(self, fp: SceneFootprint, saliency: np.ndarray, transform: Affine) -> np.ndarray:
+        """Pixel boxes ``(row0, row1, col0, col1)`` (floats, clipped to the footprint) of the top cells, shape (n, 4)."""
+        height, width = saliency.shape
+        col_edges = (transform.c + transform.a * np.arange(width + 1) - fp.left) / fp.res[0]
+        row_edges = (fp.top - transform.f - transform.e * np.arange(height + 1)) / fp.res[1]
+        row_centres, col_centres = (row_edges[:-1] + row_edges[1:]) / 2, (col_edges[:-1] + col_edges[1:]) / 2
+        inside_rows = (row_centres >= fp.rows[0]) & (row_centres < fp.rows[1])
+        inside_cols = (col_centres >= fp.cols[0]) & (col_centres < fp.cols[1])
+        valid = inside_rows[:, None] & inside_cols[None, :] & np.isfinite(saliency)
+        rows, cols = np.divmod(top_saliency_cells(np.nan_to_num(saliency), valid, self.topk_percent), width)
+        return np.stack(
+            [
+                np.maximum(row_edges[rows], fp.rows[0]),
+                np.minimum(row_edges[rows + 1], fp.rows[1]),
+                np.maximum(col_edges[cols], fp.cols[0]),
+                np.minimum(col_edges[cols + 1], fp.cols[1]),
+            ],
+            axis=1,
+        )
+
+    def _salient_query(self, scene: int) -> GeoSlice:
+        fp = self.footprints[scene]
+        boxes = self._salient_boxes.get(scene)
+        if boxes is not None:
+            row0, row1, col0, col1 = boxes[int(self._uniform() * len(boxes))]
+            row = min(int(row0 + self._uniform() * (row1 - row0)), fp.rows[1] - 1)
+            col = min(int(col0 + self._uniform() * (col1 - col0)), fp.cols[1] - 1)
+            return fp.centred_query(row, col, self.size_px)
+        if self.rare_index is not None:
+            drawn = self.rare_index.draw(self._uniform, scene)
+            if drawn is not None:
+                return fp.centred_query(drawn[1], drawn[2], self.size_px)
+        return self._random_query(scene)
+
+    def __iter__(self) -> Iterator[GeoSlice]:
+        """Yield ``len(self)`` queries: salient (or fallback) with probability ``salient_fraction``, else uniform."""
+        for _ in range(len(self)):
+            scene = self._pick_scene()
+            if self._uniform() < self.salient_fraction:
+                yield self._salient_query(scene)
+            else:
+                yield self._random_query(scene)
