@@ -52,6 +52,14 @@ class RareSegCLI(LightningCLI):
         if self.config[self.subcommand].get("test_after_fit"):
             ckpt = "best" if self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+            self.after_test()
+
+    def after_test(self) -> None:
+        """Print the per-class table of the test split."""
+        metrics = next(cb for cb in self.trainer.callbacks if isinstance(cb, RareClassMetrics))
+        if self.trainer.is_global_zero and metrics.confusion_matrix is not None:
+            scenes = getattr(self.datamodule, "split_scenes", {}).get("test", [])
+            print(f"\nTest split, per class ({', '.join(scenes)}):\n{metrics.per_class_table()}")
 
 
 def _synth(argv: Sequence[str]) -> None:

@@ -107,8 +107,13 @@ class RareSegModule(LightningModule):
             raise ValueError(f"rho0 and kappa must be >= 0, got rho0={rho0}, kappa={kappa}")
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
-        # Under the CLI the hparams hold the net/loss configs, so load_from_checkpoint rebuilds them.
+        # Under the CLI the hparams hold the net/loss configs (class_path dicts), so
+        # load_from_checkpoint rebuilds them; module objects passed in code are not pickled
+        # into the checkpoint (pass them again to load_from_checkpoint).
         self.save_hyperparameters()
+        for key in ("net", "loss"):
+            if isinstance(self.hparams.get(key), nn.Module):
+                del self.hparams[key]
         self.automatic_optimization = False
         self.rare_classes = tuple(int(c) for c in rare_classes)
         self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
@@ -240,10 +245,18 @@ class RareSegModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": self.hparams.scheduler_interval}}
 
     def on_fit_start(self) -> None:
-        """Refuse fp16 mixed precision: CASM's two passes do not fit a single GradScaler step."""
-        if "16-mixed" == str(self.trainer.precision):
-            raise ValueError(
-                "precision '16-mixed' is not supported: the sharpness-aware step needs unscaled gradients in two passes "
-                "(GradScaler allows one unscale per step); use 'bf16-mixed' or '32-true'"
-            )
+        """Refuse precisions the two-pass step cannot use."""
+        check_precision(str(self.trainer.precision))
 
+
+def check_precision(precision: str) -> None:
+    """Raise for fp16 mixed precision: CASM's two passes do not fit one GradScaler step.
+
+    Args:
+        precision: Lightning precision string, e.g. ``"32-true"``, ``"bf16-mixed"``.
+    """
+    if precision in {"16-mixed", "16"}:
+        raise ValueError(
+            f"precision '{precision}' is not supported: the sharpness-aware step needs unscaled gradients in two passes "
+            "(GradScaler allows one unscale per step); use 'bf16-mixed' or '32-true'"
+        )
