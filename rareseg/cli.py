@@ -83,7 +83,25 @@ def _infer(argv: Sequence[str]) -> None:
     infer_command(argv)
 
 
-TOOLS = {"synth": _synth, "infer": _infer}
+def _evaluate(argv: Sequence[str]) -> None:
+    from rareseg.evaluation.command import evaluate_command
+
+    evaluate_command(argv)
+
+
+def _bench(argv: Sequence[str]) -> None:
+    from rareseg.evaluation.command import bench_command
+
+    bench_command(argv)
+
+
+def _serve(argv: Sequence[str]) -> None:
+    from rareseg.web.command import serve_command
+
+    serve_command(argv)
+
+
+TOOLS = {"synth": _synth, "infer": _infer, "evaluate": _evaluate, "bench": _bench, "serve": _serve}
 
 
 def run_cli(args: Sequence[str] | None = None) -> RareSegCLI:

@@ -1,0 +1,96 @@
+"""Per-pixel decisions of whole-scene prediction (pure functions): classes and top-k saliency."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Saliency scores in [0, 1] are quantised to integer levels ``0..SALIENCY_LEVELS`` for the scene histogram.
+SALIENCY_LEVELS = 65534
+
+
+def assign_classes(probs: np.ndarray, rare_classes: Sequence[int], thresholds: Sequence[float]) -> np.ndarray:
+    """Class per pixel: argmax, overridden by rare classes whose probability reaches their threshold.
+
+    ``c(i) = argmax_k P_k(i)``, except where some selected rare class ``r`` has ``P_r(i) >= t_r``:
+    then ``c(i) = argmax_{r : P_r(i) >= t_r} P_r(i)`` even when another class has a higher
+    probability (recall control). With ``t_r = 0.5`` this equals the argmax except on exact ties.
+
+    Args:
+        probs: (K, H, W) class probabilities.
+        rare_classes: ids of the selected rare classes.
+        thresholds: one threshold in ``[0, 1]`` per selected rare class, same order.
+
+    Returns:
+        (H, W) int64 class ids.
+    """
+    return override_rare_classes(probs.argmax(axis=0), probs[list(rare_classes)], rare_classes, thresholds)
+
+
+def override_rare_classes(classes: np.ndarray, rare_probs: np.ndarray, rare_classes: Sequence[int], thresholds: Sequence[float]) -> np.ndarray:
+    """The threshold rule of :func:`assign_classes` applied to precomputed argmax classes.
+
+    Lets a caller take the argmax of anything with the same per-pixel order as the probabilities
+    (e.g. weighted sums before division by the positive weight) and normalise only the rare planes.
+
+    Args:
+        classes: (H, W) argmax class ids.
+        rare_probs: (R, H, W) probabilities of the selected rare classes.
+        rare_classes: the R class ids.
+        thresholds: one threshold per selected rare class, same order.
+
+    Returns:
+        (H, W) int64 class ids.
+    """
+    if len(rare_classes) != len(thresholds) or len(rare_classes) != len(rare_probs):
+        raise ValueError(f"override_rare_classes: {len(rare_classes)} rare classes, {len(rare_probs)} probability planes, {len(thresholds)} thresholds")
+    result = classes.astype(np.int64)
+    best = np.full(classes.shape, -np.inf, dtype=rare_probs.dtype)
+    for class_id, plane, threshold in zip(rare_classes, rare_probs, thresholds):
+        wins = (plane >= threshold) & (plane > best)  # ties between rare classes: the first listed
+        result[wins] = class_id
+        np.copyto(best, plane, where=wins)
+    return result
+
+
+def quantise_saliency(scores: np.ndarray) -> np.ndarray:
+    """Saliency scores in [0, 1] to levels ``round(s * SALIENCY_LEVELS)`` as uint16 (H, W)."""
+    return np.rint(np.clip(scores, 0.0, 1.0) * SALIENCY_LEVELS).astype(np.uint16)
+
+
+def topk_level(histogram: np.ndarray, percent: float) -> int | None:
+    """Lowest saliency level that keeps the top ``percent`` % of pixels.
+
+    With ``N = sum(histogram)`` and ``n = ceil(percent / 100 * N)``, the result is the largest
+    level ``t`` with ``#{pixels with level >= t} >= n``: thresholding at ``>= t`` selects at
+    least ``percent`` % of the pixels, more only by the pixels tied at level ``t``.
+
+    Args:
+        histogram: (L,) pixel counts per level.
+        percent: share of pixels to keep, in ``(0, 100]``.
+
+    Returns:
+        The level ``t``, or None when the histogram is empty.
+    """
+    if not 0 < percent <= 100:
+        raise ValueError(f"topk_level: percent must be in (0, 100], got {percent}")
+    total = int(histogram.sum())
+    if total == 0:
+        return None
+    wanted = max(1, math.ceil(round(percent * total / 100, 9)))
+    at_least = np.cumsum(histogram[::-1])[::-1]
+    return int(np.flatnonzero(at_least >= wanted)[-1])
+
+
+def nodata_pixels(image: np.ndarray, nodata: float | None) -> np.ndarray:
+    """(H, W) bool: pixels of a (C, H, W) image equal to ``nodata`` in every band (NaN matches NaN).
+
+    All False when the image declares no nodata value.
+    """
+    if nodata is None:
+        return np.zeros(image.shape[1:], dtype=bool)
+    if np.isnan(nodata):
+        return np.isnan(image).all(axis=0)
+    return (image == nodata).all(axis=0)

@@ -1,0 +1,81 @@
+"""Tile layout and the blending window of whole-scene prediction (pure functions).
+
+A scene axis of ``length`` pixels is covered by tiles of ``tile`` pixels whose origins are
+``0, s, 2s, ...`` with stride ``s = tile - overlap``; the last origin is moved back to
+``length - tile`` so every tile lies inside the scene and all tiles have the same size.
+Overlapping predictions are averaged with the weights of :func:`blend_window`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: Smallest weight of the blending window, at a tile's outermost pixels.
+WINDOW_FLOOR = 1e-3
+
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile start offsets along one scene axis.
+
+    Args:
+        length: scene size along the axis, in pixels (>= 1).
+        tile: tile size in pixels; a scene shorter than a tile gets one tile of the scene's size.
+        overlap: pixels shared by neighbouring tiles, ``0 <= overlap < tile``.
+
+    Returns:
+        Ascending origins ``o_i``: ``o_i = i * (tile - overlap)`` for the regular tiles and
+        ``max(0, length - tile)`` for the last one, so tiles ``[o_i, o_i + min(tile, length))``
+        cover ``[0, length)`` and neighbours overlap by at least ``overlap`` pixels.
+    """
+    if length < 1 or tile < 1 or not 0 <= overlap < tile:
+        raise ValueError(f"tile_origins: need length >= 1, tile >= 1 and 0 <= overlap < tile, got {length}, {tile}, {overlap}")
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    count = math.ceil((length - tile) / stride) + 1
+    return [min(i * stride, length - tile) for i in range(count)]
+
+
+def edge_ramp(length: int, ramp: int, floor: float = WINDOW_FLOOR) -> np.ndarray:
+    """One-dimensional blending weights: raised-cosine ramps at both ends, 1 in the middle.
+
+    ``w(i) = floor + (1 - floor) * sin^2(pi/2 * (i + 0.5) / r)`` for ``i < r`` with
+    ``r = min(ramp, length // 2)``, mirrored at the far end, and ``w(i) = 1`` between. Where two
+    tiles overlap by exactly ``r`` pixels the ramps are ``sin^2`` and ``cos^2`` of the same angle, so
+    their weights sum to 1 (up to the floor); the floor keeps weights positive at scene borders
+    covered by a single tile.
+
+    Args:
+        length: tile size along the axis, in pixels.
+        ramp: ramp length in pixels (the tile overlap); 0 gives a flat window.
+        floor: smallest weight, in ``(0, 1]``.
+
+    Returns:
+        (length,) float32 weights in ``[floor, 1]``.
+    """
+    if length < 1 or ramp < 0 or not 0 < floor <= 1:
+        raise ValueError(f"edge_ramp: need length >= 1, ramp >= 0 and 0 < floor <= 1, got {length}, {ramp}, {floor}")
+    weights = np.ones(length, dtype=np.float64)
+    r = min(ramp, length // 2)
+    if r > 0:
+        rise = floor + (1 - floor) * np.sin(np.pi / 2 * (np.arange(r) + 0.5) / r) ** 2
+        weights[:r] = rise
+        weights[length - r :] = rise[::-1]
+    return weights.astype(np.float32)
+
+
+def blend_window(height: int, width: int, overlap: int, floor: float = WINDOW_FLOOR) -> np.ndarray:
+    """Separable two-dimensional blending window ``W[y, x] = w_h(y) * w_w(x)`` (see :func:`edge_ramp`).
+
+    Args:
+        height: tile height in pixels.
+        width: tile width in pixels.
+        overlap: tile overlap in pixels (the ramp length on every side).
+        floor: smallest one-dimensional weight; the corners get ``floor**2``-sized weights.
+
+    Returns:
+        (height, width) float32 weights in ``(0, 1]``.
+    """
+    return np.outer(edge_ramp(height, overlap, floor), edge_ramp(width, overlap, floor)).astype(np.float32)

@@ -1,0 +1,86 @@
+"""Tests for rareseg.inference.decisions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rareseg.inference.decisions import SALIENCY_LEVELS, assign_classes, nodata_pixels, override_rare_classes, quantise_saliency, topk_level
+
+
+def _probs(*pixels: list[float]) -> np.ndarray:
+    """(K, 1, N) probabilities from per-pixel lists."""
+    return np.asarray(pixels, dtype=np.float32).T[:, None, :]
+
+
+def test_rare_class_at_threshold_wins_over_the_argmax() -> None:
+    probs = _probs(
+        [0.5, 0.1, 0.05, 0.05, 0.3, 0.0],  # argmax cropland, water 0.3
+        [0.6, 0.1, 0.05, 0.05, 0.2, 0.0],  # argmax cropland, water 0.2
+        [0.3, 0.0, 0.05, 0.0, 0.3, 0.35],  # argmax wetland 0.35, water 0.3
+        [0.1, 0.1, 0.0, 0.0, 0.3, 0.5],  # argmax wetland 0.5, water 0.3
+    )
+    # water t=0.25, wetland t=0.6: water passes on pixels 0, 2, 3 and wins there, even over argmax wetland
+    np.testing.assert_array_equal(assign_classes(probs, [4, 5], [0.25, 0.6]), [[4, 0, 4, 4]])
+    # both t=0.25: where both pass (pixels 2, 3) the higher probability, wetland, wins
+    np.testing.assert_array_equal(assign_classes(probs, [4, 5], [0.25, 0.25]), [[4, 0, 5, 5]])
+    # only wetland selected, t=0.3: pixels 2 and 3 are wetland, the others keep the argmax
+    np.testing.assert_array_equal(assign_classes(probs, [5], [0.3]), [[0, 0, 5, 5]])
+
+
+def test_threshold_at_probability_counts_as_passing_and_half_is_argmax() -> None:
+    probs = _probs([0.6, 0.4], [0.3, 0.7])
+    np.testing.assert_array_equal(assign_classes(probs, [1], [0.4]), [[1, 1]])
+    np.testing.assert_array_equal(assign_classes(probs, [1], [0.5]), probs.argmax(axis=0))
+    np.testing.assert_array_equal(assign_classes(probs, [], []), [[0, 1]])
+
+
+def test_assign_classes_needs_one_threshold_per_class() -> None:
+    with pytest.raises(ValueError, match="2 rare classes, 2 probability planes, 1 thresholds"):
+        assign_classes(_probs([0.5, 0.5, 0.0]), [1, 2], [0.5])
+
+
+def test_override_on_argmax_of_weighted_sums_equals_assign_on_probabilities() -> None:
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(6), size=(8, 9)).transpose(2, 0, 1)
+    weights = rng.uniform(0.01, 3.0, size=(8, 9))
+    sums = probs * weights
+    classes = override_rare_classes(sums.argmax(axis=0), sums[[4, 5]] / weights, [4, 5], [0.2, 0.1])
+    np.testing.assert_array_equal(classes, assign_classes(probs, [4, 5], [0.2, 0.1]))
+    assert (classes != probs.argmax(axis=0)).any()
+
+
+def test_quantise_saliency_rounds_to_levels_and_clips() -> None:
+    levels = quantise_saliency(np.array([0.0, 0.5, 1.0, 1.5, -0.1, 1 / SALIENCY_LEVELS]))
+    np.testing.assert_array_equal(levels, [0, SALIENCY_LEVELS // 2, SALIENCY_LEVELS, SALIENCY_LEVELS, 0, 1])
+    assert levels.dtype == np.uint16
+
+
+def test_topk_level_hand_histogram() -> None:
+    histogram = np.zeros(10, dtype=np.int64)
+    histogram[[2, 5, 7, 9]] = [50, 30, 15, 5]  # 100 pixels
+    assert topk_level(histogram, 5) == 9  # exactly the 5 at level 9
+    assert topk_level(histogram, 10) == 7  # 5 + 15 = 20 >= 10: ties at level 7 included
+    assert topk_level(histogram, 20) == 7
+    assert topk_level(histogram, 21) == 5
+    assert topk_level(histogram, 100) == 2
+    assert topk_level(np.zeros(10, dtype=np.int64), 10) is None
+
+
+def test_topk_level_matches_a_sort_of_distinct_values() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.permutation(1000)
+    histogram = np.bincount(values, minlength=1000)
+    level = topk_level(histogram, 10)
+    assert np.count_nonzero(values >= level) == 100
+    assert level == np.sort(values)[-100]
+    with pytest.raises(ValueError, match="percent"):
+        topk_level(histogram, 0)
+
+
+def test_nodata_pixels_need_every_band() -> None:
+    image = np.array([[[0, 0, 5]], [[0, 3, 0]], [[0, 0, 0]]], dtype=np.uint16)
+    np.testing.assert_array_equal(nodata_pixels(image, 0), [[True, False, False]])
+    np.testing.assert_array_equal(nodata_pixels(image, None), [[False, False, False]])
+    floats = np.array([[[np.nan, np.nan]], [[np.nan, 1.0]]])
+    np.testing.assert_array_equal(nodata_pixels(floats, float("nan")), [[True, False]])
