@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export WANDB_SILENT := true
 
-.PHONY: install test demo bench clean
+.PHONY: install chromium test demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,14 +16,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: install
+chromium:
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+test: install chromium
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -ra
 
 demo: install
 	WANDB_MODE=offline $(BIN)/rareseg fit --config configs/wetlands.yaml --config configs/demo-cpu.yaml
 
 bench: install
-	cd benchmarks && for script in datamodule.py model.py optim.py; do \
+	cd benchmarks && for script in datamodule.py model.py optim.py inference.py; do \
 		[ -f $$script ] && ../$(BIN)/python $$script || exit 1; done
 
 clean:

@@ -23,7 +23,6 @@ def _tiny_run_args(root: Path, out: Path) -> list[str]:
         "--model.init_args.net.init_args.decoder_channels", "32",
         "--trainer.logger.init_args.save_dir", str(out),
         "--trainer.default_root_dir", str(out),
-        "--trainer.enable_progress_bar", "false",
     ]
 
 
@@ -51,3 +50,25 @@ def test_fit_then_test_writes_a_checkpoint_that_reloads(synth_root: Path, tmp_pa
     reloaded.eval()
     torch.testing.assert_close(reloaded(x).logits, cli.model.cpu()(x).logits)
     assert reloaded.hparams.class_names[5] == "wetland"
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_has_per_class_curves_knobs_and_panels(synth_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """The offline run file holds the history keys (protobuf stores them as plain UTF-8) and the panels' PNGs."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    args = _tiny_run_args(synth_root, tmp_path)
+    run_cli(["fit", *args, "--trainer.max_epochs", "2", "--data.init_args.length", "4", "--trainer.log_every_n_steps", "1", "--test_after_fit", "false"])
+    import wandb
+
+    wandb.finish()
+    runs = list(tmp_path.rglob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    history = runs[0].read_bytes()
+    keys = [f"val/{m}/{c}" for m in ("iou", "recall", "precision", "f1") for c in ("cropland", "water", "wetland")]
+    keys += ["val/rare_recall", "val/rare_iou", "val/majority_precision", "val/miou", "train/rho", "train/p_r"]
+    keys += [f"babysitter/{k}" for k in ("criterion.lam", "criterion.delta", "optimizer.kappa", "optimizer.lr", "datamodule.sampler.salient_fraction")]
+    missing = [k for k in keys if k.encode() not in history]
+    assert not missing
+    images = {p.name.rsplit("_", 2)[0] for p in runs[0].parent.rglob("media/images/val/*.png")}
+    assert images == {"samples", "confusion_matrix"}

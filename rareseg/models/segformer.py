@@ -141,7 +141,8 @@ class SpatialAwareSegFormer(nn.Module):
 def _resize_and_crop(maps: torch.Tensor, padded_size: torch.Size, height: int, width: int) -> torch.Tensor:
     """Upsample (B, N, h, w) bilinearly to the padded input size and crop to (height, width)."""
     resized = F.interpolate(maps, size=padded_size, mode="bilinear", align_corners=False)
-    return resized[..., :height, :width]
+    # Contiguous (not channels-last) outputs keep the losses' backward on fast kernels.
+    return resized[..., :height, :width].contiguous()
 
 
 def _validated_rare_classes(rare_classes: Sequence[int], num_classes: int) -> tuple[int, ...]:
