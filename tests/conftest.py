@@ -24,3 +24,12 @@ def synth_copy(synth_root: Path, tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(synth_root, tmp_path / "root"))
+
+
+@pytest.fixture(autouse=True)
+def _close_wandb_runs():
+    """Finish any W&B run a test's WandbLogger opened, so the next test starts its own."""
+    yield
+    import wandb
+
+    wandb.finish()

@@ -55,12 +55,13 @@ def test_fit_then_test_writes_a_checkpoint_that_reloads(synth_root: Path, tmp_pa
 @pytest.mark.slow
 def test_wandb_offline_run_has_per_class_curves_knobs_and_panels(synth_root: Path, tmp_path: Path, monkeypatch) -> None:
     """The offline run file holds the history keys (protobuf stores them as plain UTF-8) and the panels' PNGs."""
+    import wandb
+
+    wandb.finish()  # a run left open by an earlier test would be reused
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     args = _tiny_run_args(synth_root, tmp_path)
     run_cli(["fit", *args, "--trainer.max_epochs", "2", "--data.init_args.length", "4", "--trainer.log_every_n_steps", "1", "--test_after_fit", "false"])
-    import wandb
-
     wandb.finish()
     runs = list(tmp_path.rglob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
@@ -72,3 +73,18 @@ def test_wandb_offline_run_has_per_class_curves_knobs_and_panels(synth_root: Pat
     assert not missing
     images = {p.name.rsplit("_", 2)[0] for p in runs[0].parent.rglob("media/images/val/*.png")}
     assert images == {"samples", "confusion_matrix"}
+
+
+@pytest.mark.slow
+def test_fast_dev_run_of_the_console_command_on_the_embedded_data(tmp_path: Path) -> None:
+    """`rareseg fit --config configs/wetlands.yaml --trainer.fast_dev_run=true` in a fresh folder generates the data and exits 0."""
+    import os
+    import subprocess
+    import sys
+
+    rareseg = Path(sys.executable).with_name("rareseg")
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    done = subprocess.run([str(rareseg), "fit", "--config", str(CONFIGS / "wetlands.yaml"), "--trainer.fast_dev_run=true"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "data" / "liss4-synth" / "images").glob("*.tif"))) == 8
+    assert "max_steps=1` reached" in done.stdout + done.stderr

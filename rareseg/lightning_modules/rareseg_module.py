@@ -107,12 +107,12 @@ class RareSegModule(LightningModule):
             raise ValueError(f"rho0 and kappa must be >= 0, got rho0={rho0}, kappa={kappa}")
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
-        # Under the CLI the hparams hold the net/loss configs (class_path dicts), so
-        # load_from_checkpoint rebuilds them; module objects passed in code are not pickled
-        # into the checkpoint (pass them again to load_from_checkpoint).
+        # Under the CLI the hparams hold the plug-ins' configs (class_path dicts), so
+        # load_from_checkpoint rebuilds them; objects passed in code (modules, callables) are
+        # not pickled into the checkpoint: pass them again to load_from_checkpoint.
         self.save_hyperparameters()
-        for key in ("net", "loss"):
-            if isinstance(self.hparams.get(key), nn.Module):
+        for key in ("net", "loss", "base_optimizer", "lr_scheduler"):
+            if isinstance(self.hparams.get(key), nn.Module) or callable(self.hparams.get(key)):
                 del self.hparams[key]
         self.automatic_optimization = False
         self.rare_classes = tuple(int(c) for c in rare_classes)

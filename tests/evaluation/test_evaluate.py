@@ -1,0 +1,165 @@
+"""Tests for rareseg.evaluation.evaluate: scores against a numpy confusion matrix of a module whose predictions we control."""
+
+import json
+from pathlib import Path
+
+import lightning
+import numpy as np
+import pytest
+import rasterio
+import torch
+from torch import nn
+
+from rareseg.callbacks import per_class_scores, summary_scores
+from rareseg.cli import main
+from rareseg.datamodules import DataError, LissIVDataModule
+from rareseg.evaluation import SplitEvaluation, evaluate, evaluate_module, load_module
+from rareseg.evaluation.report import PLOTS
+from rareseg.lightning_modules import RareSegModule
+
+
+class PixelLinear(nn.Module):
+    """Logits = a fixed 1x1 convolution of the normalised bands, so every pixel's prediction is known."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 6) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(3)
+        self.conv = nn.Conv2d(in_channels, num_classes, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(num_classes, in_channels, 1, 1, generator=generator) * 2)
+            self.conv.bias.copy_(torch.randn(num_classes, generator=generator))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.conv(image)
+
+
+def _data(root: Path) -> LissIVDataModule:
+    return LissIVDataModule(root=str(root), num_workers=0, generate_if_missing=False)
+
+
+def _pixel_module(data: LissIVDataModule) -> RareSegModule:
+    return RareSegModule(
+        net=PixelLinear(),
+        num_classes=data.num_classes,
+        rare_classes=data.rare_classes,
+        class_names=data.class_names,
+        band_mean=data.band_mean,
+        band_std=data.band_std,
+    ).eval()
+
+
+def _reference(module: RareSegModule, data: LissIVDataModule, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whole-scene numpy confusion matrix, rare probabilities and truth of the valid pixels of a split."""
+    count = data.num_classes
+    matrix = np.zeros((count, count), np.int64)
+    probs, truth = [], []
+    for scene in data.scenes_of(split):
+        with rasterio.open(scene.image) as source:
+            image = source.read().astype(np.float32)
+        with rasterio.open(scene.mask) as source:
+            mask = source.read(1).astype(np.int64)
+        valid = (mask != 255) & ~(image == scene.nodata).all(axis=0)
+        mean, std = np.array(data.band_mean, np.float32), np.array(data.band_std, np.float32)
+        normalised = torch.from_numpy((image - mean[:, None, None]) / std[:, None, None])[None]
+        with torch.no_grad():
+            scene_probs = torch.softmax(module.net(normalised), dim=1)[0].numpy()
+        preds = scene_probs.argmax(axis=0)
+        matrix += np.bincount(count * mask[valid] + preds[valid], minlength=count * count).reshape(count, count)
+        probs.append(scene_probs[:, valid])
+        truth.append(mask[valid])
+    return matrix, np.concatenate(probs, axis=1), np.concatenate(truth)
+
+
+def test_split_scores_match_a_numpy_confusion_matrix_of_the_whole_scene(synth_root: Path) -> None:
+    data = _data(synth_root)
+    module = _pixel_module(data)
+    result = evaluate_module(module, synth_root, "test", batch_size=3, patch_size=128, progress=False)
+    expected, probs, truth = _reference(module, data, "test")
+    assert expected.sum() > 0.9 * 256 * 256  # the grid covers the scene once; only ignore pixels drop out
+    np.testing.assert_array_equal(result.confusion_matrix, expected)
+    scores = result.to_dict()
+    numpy_iou = np.diag(expected) / (expected.sum(0) + expected.sum(1) - np.diag(expected))
+    for class_id, name in enumerate(data.class_names):
+        if not np.isnan(numpy_iou[class_id]):
+            assert scores["per_class"][name]["iou"] == pytest.approx(numpy_iou[class_id])
+        assert scores["per_class"][name]["support"] == expected[class_id].sum()
+    assert scores["summary"]["rare_iou"] == pytest.approx(summary_scores(expected, data.rare_classes)["rare_iou"], nan_ok=True)
+    [(stem, scene)] = scores["per_scene"].items()
+    assert stem == data.split_scenes["test"][0]
+    assert scene["miou"] == pytest.approx(scores["summary"]["miou"])
+    water = data.class_names.index("water")
+    water_probs, is_water = probs[water].astype(np.float64), truth == water
+    bins = np.minimum(np.floor(water_probs * 10), 9).astype(int)
+    ece = sum(np.mean(bins == b) * abs(water_probs[bins == b].mean() - is_water[bins == b].mean()) for b in range(10) if np.any(bins == b))
+    assert scores["rare_probabilities"]["water"]["ece"] == pytest.approx(ece, rel=1e-4)
+    assert sum(scores["rare_probabilities"]["water"]["count"]) == expected.sum()
+
+
+def test_scene_breakdown_sums_to_the_split_on_a_two_scene_split(synth_root: Path) -> None:
+    data = _data(synth_root)
+    result = evaluate_module(_pixel_module(data), synth_root, "train", batch_size=8, patch_size=128, progress=False)
+    assert sorted(result.scene_matrices) == sorted(data.split_scenes["train"]) and len(result.scene_matrices) == 2
+    np.testing.assert_array_equal(sum(result.scene_matrices.values()), result.confusion_matrix)
+
+
+def test_update_ignores_255_and_counts_rare_probabilities_by_hand() -> None:
+    result = SplitEvaluation.empty(["a", "b", "c"], [2], "test", calibration_bins=2, pr_bins=4)
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6], [0.6, 0.3, 0.1]]).T.reshape(1, 3, 2, 2)
+    target = torch.tensor([[[0, 2], [1, 255]]])
+    result.update("s", probs, target)
+    np.testing.assert_array_equal(result.confusion_matrix, [[1, 0, 0], [0, 0, 1], [0, 0, 1]])
+    scores = result.to_dict()
+    assert scores["per_class"]["c"]["precision"] == pytest.approx(0.5)
+    assert scores["per_class"]["b"]["iou"] == 0.0
+    # class c probabilities of valid pixels: 0.1 (bin 0, negative), 0.8 (bin 1, positive), 0.6 (bin 1, negative)
+    assert scores["rare_probabilities"]["c"]["count"] == [1, 2]
+    assert scores["rare_probabilities"]["c"]["ece"] == pytest.approx(1 / 3 * 0.1 + 2 / 3 * abs(0.7 - 0.5))
+
+
+def _save_checkpoint(module: RareSegModule, path: Path) -> Path:
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": lightning.__version__}, path)
+    return path
+
+
+def test_evaluate_from_a_checkpoint_writes_metrics_report_and_plots(synth_root: Path, tmp_path: Path) -> None:
+    data = _data(synth_root)
+    torch.manual_seed(0)
+    module = RareSegModule(num_classes=6, rare_classes=data.rare_classes, class_names=data.class_names, band_mean=data.band_mean, band_std=data.band_std)
+    checkpoint = _save_checkpoint(module, tmp_path / "tiny.ckpt")
+    scores = evaluate(checkpoint, synth_root, "val", tmp_path / "out", batch_size=4, patch_size=128, device="cpu", progress=False)
+    direct = evaluate_module(module.eval(), synth_root, "val", batch_size=4, patch_size=128, progress=False)
+    assert scores["confusion_matrix"] == direct.confusion_matrix.tolist()
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert written["summary"] == pytest.approx(scores["summary"], nan_ok=True)
+    assert written["per_class"]["wetland"]["iou"] == pytest.approx(per_class_scores(direct.confusion_matrix)["iou"][5])
+    for plot in PLOTS:
+        assert (tmp_path / "out" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| wetland* |" in report and data.split_scenes["val"][0] in report
+    assert not list((tmp_path / "out").glob("*.part"))
+
+
+def test_bad_paths_and_mismatched_classes_are_one_line_data_errors(synth_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="checkpoint not found"):
+        load_module(tmp_path / "missing.ckpt", torch.device("cpu"))
+    with pytest.raises(DataError, match="not a readable checkpoint"):
+        load_module(synth_root / "classes.yaml", torch.device("cpu"))
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(DataError, match="not a Lightning checkpoint"):
+        load_module(tmp_path / "other.pt", torch.device("cpu"))
+    data = _data(synth_root)
+    with pytest.raises(DataError, match="dataset root does not exist"):
+        evaluate_module(_pixel_module(data), tmp_path / "nowhere", progress=False)
+    three_classes = RareSegModule(net=PixelLinear(num_classes=3), num_classes=3, rare_classes=(2,)).eval()
+    with pytest.raises(DataError, match="6 classes and 3 bands, the checkpoint has 3 classes"):
+        evaluate_module(three_classes, synth_root, progress=False)
+    with pytest.raises(DataError, match="no 512 px tile fits the test part"):
+        evaluate_module(_pixel_module(data), synth_root, patch_size=512, progress=False)
+    with pytest.raises(ValueError, match="split must be one of"):
+        evaluate_module(_pixel_module(data), synth_root, "holdout", progress=False)
+
+
+def test_cli_evaluate_reports_a_bad_checkpoint_in_one_line(synth_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt"), "--data-root", str(synth_root)])
+    assert str(exit_info.value) == f"rareseg: error: {tmp_path / 'missing.ckpt'}: checkpoint not found"
