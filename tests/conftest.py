@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+#: Thresholds stored in the test checkpoint: wetland only (water falls back to the default).
+CALIBRATED_THRESHOLDS = {5: 0.3}
+
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -33,3 +36,34 @@ def _close_wandb_runs():
     import wandb
 
     wandb.finish()
+
+
+@pytest.fixture(scope="session")
+def checkpoint_path(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A RareSegModule (default network) fitted for one step on the synthetic root, with calibrated thresholds."""
+    import torch
+    from lightning.pytorch import Trainer
+
+    from rareseg.datamodules import LissIVDataModule
+    from rareseg.lightning_modules import RareSegModule
+
+    datamodule = LissIVDataModule(str(synth_root), batch_size=2, patch_size=64, length=2, augment=False, generate_if_missing=False)
+    torch.manual_seed(0)
+    module = RareSegModule(
+        optimizer="adamw",
+        num_classes=datamodule.num_classes,
+        in_channels=datamodule.in_channels,
+        rare_classes=datamodule.rare_classes,
+        class_names=datamodule.class_names,
+        class_colors=datamodule.class_colors,
+        band_mean=datamodule.band_mean,
+        band_std=datamodule.band_std,
+    )
+    trainer = Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, datamodule=datamodule)
+    path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=False)
+    checkpoint["rareseg_thresholds"] = CALIBRATED_THRESHOLDS
+    torch.save(checkpoint, path)
+    return path

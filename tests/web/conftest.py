@@ -6,46 +6,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from flask import Flask
 from flask.testing import FlaskClient
 
 from rareseg.inference import Predictor, load_predictor
-from rareseg.lightning_modules import RareSegModule
 from rareseg.web import job_manager
+from tests.conftest import CALIBRATED_THRESHOLDS
 from tests.web.helpers import make_app
 
 #: Thresholds calibrated into the test checkpoint: wetland only (water falls back to 0.5).
-CALIBRATED = {5: 0.3}
+CALIBRATED = CALIBRATED_THRESHOLDS
 
 
 @pytest.fixture(scope="session")
-def web_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A RareSegModule (default network) fitted for one step on the synthetic root, with a calibrated wetland threshold."""
-    from lightning.pytorch import Trainer
-
-    from rareseg.datamodules import LissIVDataModule
-
-    datamodule = LissIVDataModule(str(synth_root), batch_size=2, patch_size=64, length=2, augment=False, generate_if_missing=False)
-    torch.manual_seed(0)
-    module = RareSegModule(
-        optimizer="adamw",
-        num_classes=datamodule.num_classes,
-        in_channels=datamodule.in_channels,
-        rare_classes=datamodule.rare_classes,
-        class_names=datamodule.class_names,
-        class_colors=datamodule.class_colors,
-        band_mean=datamodule.band_mean,
-        band_std=datamodule.band_std,
-    )
-    trainer = Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    trainer.fit(module, datamodule=datamodule)
-    path = tmp_path_factory.mktemp("web-ckpt") / "model.ckpt"
-    trainer.save_checkpoint(path)
-    checkpoint = torch.load(path, weights_only=False)
-    checkpoint["rareseg_thresholds"] = CALIBRATED
-    torch.save(checkpoint, path)
-    return path
+def web_checkpoint(checkpoint_path: Path) -> Path:
+    """The shared test checkpoint (tests/conftest.py), with a calibrated wetland threshold."""
+    return checkpoint_path
 
 
 @pytest.fixture(scope="session")
