@@ -6,7 +6,10 @@ import datetime as _dt
 import os
 import platform
 import shlex
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -59,3 +62,42 @@ def record(title: str, table: str, notes: str = "") -> str:
         with RESULTS.open("a") as fh:
             fh.write(section)
     return section
+
+
+def interleaved_seconds(runs: dict[str, Callable[[], None]], warmup: int, repeats: int, device: str = "cpu") -> dict[str, list[float]]:
+    """Wall time of each run per round, rounds interleaved so machine noise hits all runs alike.
+
+    Args:
+        runs: name -> a call that does one timed unit of work (e.g. one training step).
+        warmup: untimed rounds first.
+        repeats: timed rounds; the order of the runs rotates every round.
+        device: ``"cuda..."`` synchronises the GPU around every timing.
+
+    Returns:
+        Seconds per run, one entry per round.
+    """
+    import torch
+
+    def sync() -> None:
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+
+    names = list(runs)
+    for _ in range(warmup):
+        for name in names:
+            runs[name]()
+    sync()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            runs[name]()
+            sync()
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def paired_ratio(samples: dict[str, list[float]], name: str, reference: str) -> float:
+    """Median over rounds of ``time(name) / time(reference)`` measured in the same round."""
+    return statistics.median(ours / theirs for ours, theirs in zip(samples[name], samples[reference]))

@@ -10,15 +10,14 @@ saliency block costs at most 10 % (ratio to the plain network <= 1.10).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
-import time
-from collections.abc import Callable
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from common import record
+from common import interleaved_seconds, paired_ratio, record
 from rareseg.models import SegmentationOutput, SpatialAwareSegFormer
 
 SALIENCY_BUDGET = 1.10
@@ -34,11 +33,6 @@ def _loss(output: torch.Tensor | SegmentationOutput) -> torch.Tensor:
     return loss
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _forward_step(model: nn.Module, batch: torch.Tensor) -> None:
     with torch.inference_mode():
         model(batch)
@@ -47,35 +41,6 @@ def _forward_step(model: nn.Module, batch: torch.Tensor) -> None:
 def _forward_backward_step(model: nn.Module, batch: torch.Tensor) -> None:
     model.zero_grad(set_to_none=True)
     _loss(model(batch)).backward()
-
-
-def _round_robin_seconds(
-    models: dict[str, nn.Module],
-    step: Callable[[nn.Module, torch.Tensor], None],
-    batch: torch.Tensor,
-    warmup: int,
-    repeats: int,
-) -> dict[str, list[float]]:
-    """Wall time of ``step`` per model and round (``repeats`` rounds after ``warmup`` untimed ones)."""
-    names = list(models)
-    for _ in range(warmup):
-        for name in names:
-            step(models[name], batch)
-    _synchronize(batch.device)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            step(models[name], batch)
-            _synchronize(batch.device)
-            samples[name].append(time.perf_counter() - start)
-    return samples
-
-
-def _paired_ratio(samples: dict[str, list[float]], name: str, reference: str) -> float:
-    """Median over rounds of ``time(name) / time(reference)`` measured in the same round."""
-    return statistics.median(ours / theirs for ours, theirs in zip(samples[name], samples[reference]))
 
 
 def main() -> None:
@@ -121,10 +86,10 @@ def main() -> None:
 
     for model in models.values():
         model.eval()
-    forward = _round_robin_seconds(models, _forward_step, batch, args.warmup, args.repeats)
+    forward = interleaved_seconds({n: functools.partial(_forward_step, m, batch) for n, m in models.items()}, args.warmup, args.repeats, str(batch.device))
     for model in models.values():
         model.train()
-    forward_backward = _round_robin_seconds(models, _forward_backward_step, batch, args.warmup, args.repeats)
+    forward_backward = interleaved_seconds({n: functools.partial(_forward_backward_step, m, batch) for n, m in models.items()}, args.warmup, args.repeats, str(batch.device))
 
     rows = [
         "| network | parameters | forward / smp | forward / plain | fwd+bwd / smp | fwd+bwd / plain |"
@@ -134,12 +99,12 @@ def main() -> None:
     for name, model in models.items():
         parameters = sum(p.numel() for p in model.parameters())
         rows.append(
-            f"| {name} | {parameters / 1e6:.3f} M | {_paired_ratio(forward, name, baseline):.3f} | "
-            f"{_paired_ratio(forward, name, plain):.3f} | {_paired_ratio(forward_backward, name, baseline):.3f} | "
-            f"{_paired_ratio(forward_backward, name, plain):.3f} | {1e3 * statistics.median(forward[name]):.1f} | "
+            f"| {name} | {parameters / 1e6:.3f} M | {paired_ratio(forward, name, baseline):.3f} | "
+            f"{paired_ratio(forward, name, plain):.3f} | {paired_ratio(forward_backward, name, baseline):.3f} | "
+            f"{paired_ratio(forward_backward, name, plain):.3f} | {1e3 * statistics.median(forward[name]):.1f} | "
             f"{1e3 * statistics.median(forward_backward[name]):.1f} |"
         )
-    saliency_cost = max(_paired_ratio(forward, ours, plain), _paired_ratio(forward_backward, ours, plain))
+    saliency_cost = max(paired_ratio(forward, ours, plain), paired_ratio(forward_backward, ours, plain))
     verdict = "met" if saliency_cost <= SALIENCY_BUDGET else "NOT met"
     record(
         f"Model: SpatialAwareSegFormer vs smp.Segformer ({args.encoder})",

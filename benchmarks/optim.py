@@ -17,14 +17,13 @@ import argparse
 import copy
 import functools
 import statistics
-import time
 from collections.abc import Callable
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import Tensor, nn
 
-from common import record
+from common import interleaved_seconds, paired_ratio, record
 from rareseg.optim import CASM, rare_pixel_fraction
 
 CASM_BUDGET = 2.1
@@ -62,41 +61,6 @@ def _casm_step(model: nn.Module, optimizer: CASM, batch: Batch, rare_classes: li
         return loss
 
     optimizer.step(closure)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _round_robin_seconds(
-    variants: dict[str, tuple[nn.Module, torch.optim.Optimizer, Step]],
-    batch: Batch,
-    warmup: int,
-    repeats: int,
-) -> dict[str, list[float]]:
-    """Wall time of one training step per variant and round (after ``warmup`` untimed rounds)."""
-    names = list(variants)
-    for _ in range(warmup):
-        for model, optimizer, step in variants.values():
-            step(model, optimizer, batch)
-    device = batch[0].device
-    _synchronize(device)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            model, optimizer, step = variants[name]
-            start = time.perf_counter()
-            step(model, optimizer, batch)
-            _synchronize(device)
-            samples[name].append(time.perf_counter() - start)
-    return samples
-
-
-def _paired_ratio(samples: dict[str, list[float]], name: str, reference: str) -> float:
-    """Median over rounds of ``time(name) / time(reference)`` measured in the same round."""
-    return statistics.median(ours / theirs for ours, theirs in zip(samples[name], samples[reference]))
 
 
 def main() -> None:
@@ -138,16 +102,16 @@ def main() -> None:
             casm_step, lambda m: CASM(m.parameters(), torch.optim.AdamW, rho0=0.5, kappa=1.0, adaptive=True, **adamw)
         ),
     }
-    samples = _round_robin_seconds(variants, (image, target), args.warmup, args.repeats)
+    samples = interleaved_seconds({n: functools.partial(step, model, optimizer, (image, target)) for n, (model, optimizer, step) in variants.items()}, args.warmup, args.repeats, str(image.device))
 
     rows = ["| training step | forward/backward passes | time / AdamW | time / SAM floor | median ms |", "|---|---|---|---|---|"]
     for name in variants:
         passes = 1 if name == baseline else 2
         rows.append(
-            f"| {name} | {passes} | {_paired_ratio(samples, name, baseline):.3f} | "
-            f"{_paired_ratio(samples, name, floor):.3f} | {1e3 * statistics.median(samples[name]):.1f} |"
+            f"| {name} | {passes} | {paired_ratio(samples, name, baseline):.3f} | "
+            f"{paired_ratio(samples, name, floor):.3f} | {1e3 * statistics.median(samples[name]):.1f} |"
         )
-    ratio = _paired_ratio(samples, ours, baseline)
+    ratio = paired_ratio(samples, ours, baseline)
     verdict = "met" if ratio <= CASM_BUDGET else "NOT met"
     parameters = sum(p.numel() for p in network.parameters())
     record(
