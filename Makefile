@@ -27,7 +27,8 @@ demo: install
 
 bench: install
 	cd benchmarks && for script in datamodule.py model.py optim.py inference.py; do \
-		[ -f $$script ] && ../$(BIN)/python $$script || exit 1; done
+		../$(BIN)/python $$script || exit 1; done
+	$(BIN)/rareseg bench ablation --seeds 3 --budget cpu-small
 
 clean:
 	rm -rf $(VENV) runs wandb lightning_logs
