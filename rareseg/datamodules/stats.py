@@ -59,6 +59,13 @@ def _row_windows(height: int, width: int, rows: tuple[float, float]):
         yield Window(0, row, width, min(_ROWS_PER_READ, stop - row))
 
 
+def _check_ids(mask: np.ndarray, path: Path, num_classes: int) -> None:
+    """Raise a :class:`DataError` naming ``path`` if ``mask`` has an id outside 0..num_classes-1 (255 allowed)."""
+    bad = (mask != IGNORE_INDEX) & (mask >= num_classes)
+    if bad.any():
+        raise DataError(f"{path}: class id {int(mask[bad].max())} is not in classes.yaml (ids 0..{num_classes - 1}, 255 = ignore)")
+
+
 def compute_stats(scenes: Sequence[Scene], num_classes: int, rows: tuple[float, float] = (0.0, 1.0), progress: bool = True) -> DatasetStats:
     """Compute band statistics and class frequencies over the given scenes.
 
@@ -84,11 +91,8 @@ def compute_stats(scenes: Sequence[Scene], num_classes: int, rows: tuple[float, 
             for window in _row_windows(scene.height, scene.width, rows):
                 image = img.read(window=window).astype(np.float64)
                 mask = msk.read(1, window=window)
-                labelled = mask != IGNORE_INDEX
-                bad = labelled & (mask >= num_classes)
-                if bad.any():
-                    raise DataError(f"{scene.mask}: class id {int(mask[bad].max())} is not in classes.yaml (ids 0..{num_classes - 1}, 255 = ignore)")
-                valid = labelled & ~np.all(image == scene.nodata, axis=0)
+                _check_ids(mask, scene.mask, num_classes)
+                valid = (mask != IGNORE_INDEX) & ~np.all(image == scene.nodata, axis=0)
                 pixels = image[:, valid]
                 total += pixels.sum(axis=1)
                 sumsq += (pixels**2).sum(axis=1)
@@ -109,10 +113,7 @@ def check_class_ids(scenes: Sequence[Scene], num_classes: int) -> None:
             continue
         with rasterio.open(scene.mask) as msk:
             for window in _row_windows(scene.height, scene.width, (0.0, 1.0)):
-                mask = msk.read(1, window=window)
-                bad = (mask != IGNORE_INDEX) & (mask >= num_classes)
-                if bad.any():
-                    raise DataError(f"{scene.mask}: class id {int(mask[bad].max())} is not in classes.yaml (ids 0..{num_classes - 1}, 255 = ignore)")
+                _check_ids(msk.read(1, window=window), scene.mask, num_classes)
 
 
 def load_or_compute_stats(root: Path, scenes: Sequence[Scene], num_classes: int, rows: tuple[float, float] = (0.0, 1.0), cache: bool = True) -> DatasetStats:
