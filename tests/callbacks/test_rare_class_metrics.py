@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from rareseg.callbacks import RareClassMetrics, per_class_scores, summary_scores
 from rareseg.callbacks.rare_class_metrics import DEFAULT_PALETTE, colorize, stretch_to_rgb
+from tests.ddp import CloseProcessGroupAtExit
 
 NAMES = ["cropland", "forest", "water", "wetland"]
 IGNORE = 255
@@ -258,7 +259,7 @@ def test_default_palette_covers_many_classes() -> None:
 @pytest.mark.slow
 def test_two_process_ddp_scores_the_whole_validation_set(tmp_path: Path) -> None:
     callback = RareClassMetrics(NAMES, rare_classes=["water", "wetland"])
-    trainer = _trainer(tmp_path, [callback], strategy="ddp_spawn", devices=2)
+    trainer = _trainer(tmp_path, [callback, CloseProcessGroupAtExit()], strategy="ddp_spawn", devices=2)
     loader = DataLoader(TensorDataset(*_fixed_batches()), batch_size=2)
     trainer.validate(FixedPredictions(), dataloaders=loader, verbose=False)
     # each rank saw half of the tiles; the logged values are those of the summed matrix

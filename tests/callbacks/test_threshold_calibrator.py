@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from rareseg.callbacks import CHECKPOINT_KEY, ThresholdCalibrator, best_f1_threshold
 from rareseg.callbacks.threshold_calibrator import probability_histograms, threshold_grid
+from tests.ddp import CloseProcessGroupAtExit
 
 IGNORE = 255
 
@@ -99,7 +100,7 @@ def test_two_process_ddp_calibrates_on_the_whole_validation_set(tmp_path: Path) 
         accelerator="cpu",
         strategy="ddp_spawn",
         devices=2,
-        callbacks=[calibrator],
+        callbacks=[calibrator, CloseProcessGroupAtExit()],
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,

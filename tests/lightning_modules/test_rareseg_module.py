@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from rareseg.lightning_modules import RareSegModule, check_precision, frozen_batchnorm_stats
 from rareseg.losses import CrossEntropyLoss
 from rareseg.models import SegmentationOutput
+from tests.ddp import CloseProcessGroupAtExit
 
 
 class TinyNet(nn.Module):
@@ -158,7 +159,7 @@ def test_ddp_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path)
     p_r_single = single_trainer.callback_metrics["train/p_r"].item()
 
     ddp = _module(norm="group")
-    ddp_trainer = _trainer(tmp_path / "two", max_steps=1, enable_checkpointing=False, devices=2, strategy="ddp_spawn", deterministic=False)
+    ddp_trainer = _trainer(tmp_path / "two", max_steps=1, enable_checkpointing=False, devices=2, strategy="ddp_spawn", deterministic=False, callbacks=[CloseProcessGroupAtExit()])
     ddp_trainer.fit(ddp, FixedData(batch_size=2, n=4))
     assert ddp_trainer.callback_metrics["train/p_r"].item() == pytest.approx(p_r_single, rel=1e-6)
     for (name, a), b in zip(single.state_dict().items(), ddp.state_dict().values()):
