@@ -1,11 +1,12 @@
 """Whole-scene inference: throughput against the bare model forward, and peak memory against scene size.
 
 Every scene size runs in a fresh subprocess that warms the model up (one batch, as a server
-would), times the bare network forward on exactly the batches of tiles ``predict_scene`` runs,
-times ``predict_scene`` itself (reading, normalising, blending, deciding, writing all outputs, the
-top-k pass, overviews, previews) and the bare forward once more; the bare time is the mean of the
-two (their spread shows how much the machine's load drifted). Peak resident memory (``VmHWM``,
-reset after freed memory is returned to the OS) is read right after ``predict_scene``. Scenes
+would), then alternates the bare network forward on exactly the batches of tiles ``predict_scene``
+runs with ``predict_scene`` itself (reading, normalising, blending, deciding, writing all outputs,
+the top-k pass, overviews, previews): bare, pipeline, bare, pipeline, ..., bare. Each pipeline run
+is compared with the mean of the bare runs around it, so a drift of the machine's load cancels;
+the median ratio over the rounds is reported with its range. Peak resident memory (``VmHWM``,
+reset after freed memory is returned to the OS) is read right after each ``predict_scene``. Scenes
 larger than the generated one are tiled copies of it, written block by block.
 """
 
@@ -119,6 +120,8 @@ def _bf16_speedup(predictor, batch_size: int, tile: int, repeats: int = 3) -> fl
 
 
 def _worker(args: argparse.Namespace) -> None:
+    import statistics
+
     import torch
 
     from rareseg.inference import predict_scene
@@ -126,19 +129,25 @@ def _worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     predictor = _predictor(args.decoder_channels)
     predictor.predict(np.zeros((args.batch_size, 3, args.tile, args.tile), dtype=np.float32))  # one-time kernel setup, as in a server
-    bare_before = _bare_forward_seconds(predictor, args.scene, args.tile, args.overlap, args.batch_size)
-    _reset_peak_rss()
-    with tempfile.TemporaryDirectory() as out:
-        begin = time.perf_counter()
-        result = predict_scene(predictor, args.scene, out, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
-        pipeline = time.perf_counter() - begin
-    peak = _peak_rss_mib()
-    bare_after = _bare_forward_seconds(predictor, args.scene, args.tile, args.overlap, args.batch_size)
+    bare = [_bare_forward_seconds(predictor, args.scene, args.tile, args.overlap, args.batch_size)]
+    pipeline, peaks = [], []
+    for _ in range(args.rounds):
+        _reset_peak_rss()
+        with tempfile.TemporaryDirectory() as out:
+            begin = time.perf_counter()
+            result = predict_scene(predictor, args.scene, out, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
+            pipeline.append(time.perf_counter() - begin)
+        peaks.append(_peak_rss_mib())
+        bare.append(_bare_forward_seconds(predictor, args.scene, args.tile, args.overlap, args.batch_size))
+    # each pipeline run is compared with the mean of the bare runs just before and after it
+    ratios = [(bare[i] + bare[i + 1]) / 2 / pipeline[i] for i in range(args.rounds)]
     run = {
-        "pipeline_s": pipeline,
-        "bare_s": (bare_before + bare_after) / 2,
-        "bare_spread": abs(bare_before - bare_after) / min(bare_before, bare_after),
-        "peak_rss_mib": peak,
+        "pipeline_s": statistics.median(pipeline),
+        "bare_s": statistics.median(bare),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "peak_rss_mib": max(peaks),
         "tiles": result.summary["tiles"]["predicted"],
         "device": str(predictor.device),
     }
@@ -150,24 +159,26 @@ def _worker(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="scenes of 512, 1024 and 2048 px instead of 2048, 4096 and 8192")
+    parser.add_argument("--sizes", type=int, nargs="+", help="scene sides in pixels, multiples of the first (default 2048 4096 8192)")
     parser.add_argument("--tile", type=int, default=256, help="tile side in pixels")
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
     parser.add_argument("--decoder-channels", type=int, default=64, help="SegFormer decoder width C (encoder mit_b0)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    parser.add_argument("--rounds", type=int, default=3, help="pipeline runs per size, each between two bare-forward runs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scene", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         _worker(args)
         return
-    sizes = [512, 1024, 2048] if args.quick else [2048, 4096, 8192]
+    sizes = args.sizes or ([512, 1024, 2048] if args.quick else [2048, 4096, 8192])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         scenes = _write_scenes(Path(tmp), sizes[0], sizes)
         for size in sizes:
             command = [sys.executable, __file__, "--worker", "--scene", str(scenes[size]), "--tile", str(args.tile), "--overlap", str(args.overlap)]
-            command += ["--batch-size", str(args.batch_size), "--decoder-channels", str(args.decoder_channels), "--threads", str(args.threads)]
+            command += ["--batch-size", str(args.batch_size), "--decoder-channels", str(args.decoder_channels), "--threads", str(args.threads), "--rounds", str(args.rounds)]
             run = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
             rows.append((size, run))
     smallest_rss = rows[0][1]["peak_rss_mib"]
@@ -179,20 +190,21 @@ def main() -> None:
         else ""
     )
     table = [
-        "| scene (px) | tiles | pipeline MPix/s | bare forward MPix/s | pipeline / bare | bare before/after spread | peak RSS (MiB) | RSS / smallest |",
+        "| scene (px) | tiles | pipeline MPix/s | bare forward MPix/s | pipeline / bare (median) | range over rounds | peak RSS (MiB) | RSS / smallest |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for size, run in rows:
         mpix = size * size / 1e6
         table.append(
-            f"| {size}² | {run['tiles']} | {mpix / run['pipeline_s']:.3f} | {mpix / run['bare_s']:.3f} | {run['bare_s'] / run['pipeline_s']:.2f} | {100 * run['bare_spread']:.0f} % "
+            f"| {size}² | {run['tiles']} | {mpix / run['pipeline_s']:.3f} | {mpix / run['bare_s']:.3f} | {run['ratio']:.2f} | {run['ratio_min']:.2f}-{run['ratio_max']:.2f} "
             f"| {run['peak_rss_mib']:.0f} | {run['peak_rss_mib'] / smallest_rss:.2f} |"
         )
     record(
         "Inference: whole-scene predict_scene vs bare model forward, peak memory by scene size",
         "\n".join(table),
         f"SpatialAwareSegFormer mit_b0, decoder_channels={args.decoder_channels}, tile {args.tile}, overlap {args.overlap}, "
-        f"batch {args.batch_size}, device {rows[0][1]['device']}, {args.threads} torch thread(s), fp32; each size in a fresh process. "
+        f"batch {args.batch_size}, device {rows[0][1]['device']}, {args.threads} torch thread(s), fp32; each size in a fresh process, "
+        f"{args.rounds} pipeline runs, each compared with the mean of the bare runs just before and after it (median ratio reported). "
         "Pipeline = predict_scene end to end (read, normalise, forward, blend, decide, write mask/rare_prob/saliency_topk, "
         "top-k pass, overviews, previews, summary); bare = model(batch) alone on the same batches. "
         "Targets: pipeline / bare >= 0.85; peak RSS growth < 1.3x from the smallest to the largest scene "

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-import matplotlib.image
 import numpy as np
+import PIL.Image
 import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from rareseg.synth.preview import colourise
 
 #: Side of the square internal tiles of every output GeoTIFF, in pixels.
 BLOCK = 256
@@ -96,18 +95,37 @@ def _decimated_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, height // step), max(1, width // step)
 
 
-def write_mask_preview(mask_path: Path, png_path: Path, colours: Sequence[tuple[int, int, int]], max_side: int) -> None:
-    """PNG of the class mask in its class colours (nodata black), longer side at most ``max_side``."""
+def _write_palette_png(png_path: Path, indices: np.ndarray, palette: np.ndarray, transparent: int) -> None:
+    """Write (H, W) uint8 ``indices`` as a palette PNG: colour ``palette[i]`` (N <= 256, RGB), index ``transparent`` see-through.
+
+    A palette image is a quarter of the bytes of RGBA, and encodes about 10x faster.
+    """
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[: len(palette)] = palette
+    image = PIL.Image.fromarray(np.ascontiguousarray(indices, dtype=np.uint8), mode="P")
+    image.putpalette(table.tobytes())
+    image.save(png_path, format="png", transparency=transparent, **PNG_OPTIONS)
+
+
+def write_mask_preview(mask_path: Path, png_path: Path, colours: Sequence[tuple[int, int, int]], max_side: int, nodata: int = 255) -> None:
+    """Palette PNG of the class mask in its class colours (``nodata`` transparent), longer side at most ``max_side``."""
     with rasterio.open(mask_path) as src:
         mask = src.read(1, out_shape=_decimated_shape(src.height, src.width, max_side), resampling=Resampling.nearest)
-    matplotlib.image.imsave(png_path, colourise(mask, dict(enumerate(colours))), pil_kwargs=PNG_OPTIONS)
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: len(colours)] = [colour[:3] for colour in colours]
+    _write_palette_png(png_path, mask, palette, transparent=nodata)
 
 
-def write_probability_preview(prob_path: Path, png_path: Path, max_side: int) -> None:
-    """PNG of the highest rare-class probability per pixel (magma colour map, nodata transparent)."""
+def write_probability_preview(prob_path: Path, png_path: Path, max_side: int, nodata: int = 255) -> None:
+    """Palette PNG of the highest rare-class probability per pixel (magma colour map, ``nodata`` transparent).
+
+    The bands hold integer percent (0..100), so the preview is exact with one palette entry per percent.
+    """
     with rasterio.open(prob_path) as src:
-        probs = src.read(out_shape=(src.count, *_decimated_shape(src.height, src.width, max_side)), resampling=Resampling.nearest, masked=True)
-        highest = probs.max(axis=0) * src.scales[0]
-    rgba = matplotlib.colormaps["magma"](np.ma.filled(highest, 0.0), bytes=True)
-    rgba[..., 3] = np.where(np.ma.getmaskarray(highest), 0, 255)
-    matplotlib.image.imsave(png_path, rgba, pil_kwargs=PNG_OPTIONS)
+        percent = src.read(out_shape=(src.count, *_decimated_shape(src.height, src.width, max_side)), resampling=Resampling.nearest)
+        scale = src.scales[0]
+    # nodata is shared by every band, and valid percentages are <= 100 < nodata
+    highest = np.where(percent[0] != nodata, percent.max(axis=0), nodata)
+    levels = np.arange(256) * scale
+    palette = matplotlib.colormaps["magma"](np.clip(levels, 0.0, 1.0), bytes=True)[:, :3]
+    _write_palette_png(png_path, highest, palette, transparent=nodata)

@@ -7,12 +7,16 @@ accumulators that span one tile height of full-width rows. When a row of tiles i
 above the next row of tiles is final: in bands of ``DECIDE_ROWS`` rows it is divided by its
 weight sum, decided (:func:`~rareseg.inference.decisions.assign_classes`) and appended to the
 outputs, and the accumulators move down. Peak memory is ``O(tile * width)``, whatever the scene
-height. Writing stays on the calling thread: a background writer was measured and did not speed
-the pass up on a 2-core CPU, where it competes with the network for the GIL and the cores.
+height. Reading the next strip and deciding and writing finished rows run on one background
+thread (:class:`_Worker`) while the network predicts the current row of tiles: GDAL and numpy
+release the GIL, so on a CPU the I/O uses a core the network leaves idle, and on a GPU it overlaps
+the device's work. Measured on a 2-core CPU with one torch thread, this took the 2048 px pipeline
+from 0.79 to 0.90 of the bare forward (``benchmarks/RESULTS.md``).
 
 The top-k saliency mask needs a threshold over the whole scene: saliency levels of every pixel
 go to a scratch file and into a histogram during the pass; a second pass reads the scratch file
-and thresholds it at :func:`~rareseg.inference.decisions.topk_level`.
+and thresholds it at :func:`~rareseg.inference.decisions.topk_level`, while a second thread adds
+the overviews and previews of the mask and probability files.
 
 Everything is written into a hidden staging folder inside the output folder and moved to its
 final name only when all outputs are complete (``summary.json`` last), so an interrupted run leaves
@@ -21,6 +25,7 @@ no file that looks finished and keeps the outputs of an earlier run until the ne
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -28,6 +33,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -147,13 +153,15 @@ class _RowAccumulator:
                 self.saliency = np.zeros((saliency.shape[0], *self.weights.shape), dtype=np.float32)
             self.saliency[:, :height, x0 : x0 + width] += saliency
 
-    def rows(self, start: int, stop: int) -> _Rows:
-        """Views of rows ``[start, stop)`` (valid until :meth:`advance`)."""
-        saliency = None if self.saliency is None else self.saliency[:, start:stop]
-        return _Rows(self.probs[:, start:stop], saliency, self.weights[start:stop], self.valid[start:stop])
+    def take(self, rows: int) -> _Rows:
+        """A copy of the top ``rows`` rows (finished: no later tile reaches them); then :meth:`advance` past them."""
+        saliency = None if self.saliency is None else self.saliency[:, :rows].copy()
+        finished = _Rows(self.probs[:, :rows].copy(), saliency, self.weights[:rows].copy(), self.valid[:rows].copy())
+        self.advance(rows)
+        return finished
 
     def advance(self, rows: int) -> None:
-        """Drop the top ``rows`` rows (written out) and move the rest up, zeroing the freed rows."""
+        """Drop the top ``rows`` rows and move the rest up, zeroing the freed rows."""
         for array in (self.probs, self.saliency, self.weights[None], self.valid[None]):
             if array is not None:
                 keep = array.shape[1] - rows
@@ -225,6 +233,41 @@ def _describe_outputs(mask: rasterio.io.DatasetWriter, probs: rasterio.io.Datase
         probs.update_tags(band, class_id=str(class_id), threshold=str(threshold))
 
 
+class _Worker:
+    """One background thread for the reads and writes of the prediction pass, so they overlap the network.
+
+    Jobs run in submission order. The pass submits the read of the next strip before the writes
+    of the current one, so the next strip is ready when the network needs it, and waits for a
+    band's writes before submitting the next band's: at most one strip and one band of finished
+    rows are in flight, so memory stays ``O(tile * width)``. GDAL and numpy release the GIL
+    while they work, so the thread uses a core the network leaves idle (the network itself runs
+    on torch's threads).
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rareseg-io")
+        self._writing: Future[None] | None = None
+
+    def read(self, src: rasterio.DatasetReader, y0: int, height: int) -> Future[np.ndarray]:
+        """Start reading the full-width strip of ``height`` rows at ``y0``."""
+        return self._pool.submit(src.read, window=Window(0, y0, src.width, height))
+
+    def write(self, job: Callable[[], None]) -> None:
+        """Run ``job`` after the previous write has finished (re-raising its error, if any)."""
+        self.wait()
+        self._writing = self._pool.submit(job)
+
+    def wait(self) -> None:
+        """Wait for the pending write; re-raise its error."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
+
+    def close(self) -> None:
+        """Wait for every job (errors of abandoned jobs are dropped) and stop the thread."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _prediction_pass(
     predictor: Predictor,
     src: rasterio.DatasetReader,
@@ -245,34 +288,47 @@ def _prediction_pass(
     saliency_channels = [predictor.rare_classes.index(c) for c in rare]
     acc = _RowAccumulator(predictor.num_classes, tile_h, width)
     total, visited, predicted = len(rows) * len(cols), 0, 0
+    nodata = src.nodata  # src is read on the worker thread only
     with (
         rasterio.open(staging / "mask.tif", "w", **output_profile(src, 1, "uint8", NODATA)) as mask_dst,
         rasterio.open(staging / "rare_prob.tif", "w", **output_profile(src, len(rare), "uint8", NODATA)) as prob_dst,
         open(staging / _SCRATCH, "wb") as scratch,
     ):
-        _describe_outputs(mask_dst, prob_dst, predictor, rare, thresholds)
-        writer = _OutputRows(BlockRowWriter(mask_dst), BlockRowWriter(prob_dst), scratch, predictor.num_classes)
-        for index, y0 in enumerate(rows):
-            if cancelled():
-                raise InferenceCancelled("prediction cancelled")
-            strip = src.read(window=Window(0, y0, width, tile_h))
-            acc.valid[:tile_h] = ~nodata_pixels(strip, src.nodata)
-            origins = [x0 for x0 in cols if acc.valid[:tile_h, x0 : x0 + tile_w].any()]
-            for start in range(0, len(origins), batch_size):
+        worker = _Worker()  # closed before the files: its jobs write to them
+        try:
+            _describe_outputs(mask_dst, prob_dst, predictor, rare, thresholds)
+            writer = _OutputRows(BlockRowWriter(mask_dst), BlockRowWriter(prob_dst), scratch, predictor.num_classes)
+
+            def write_rows(finished: _Rows) -> None:
+                for start in range(0, finished.weights.shape[0], DECIDE_ROWS):
+                    band = _Rows(*(None if a is None else a[..., start : start + DECIDE_ROWS, :] for a in (finished.probs, finished.saliency, finished.weights, finished.valid)))
+                    writer.append(_decide(band, rare, thresholds, saliency_channels))
+
+            reading = worker.read(src, rows[0], tile_h)
+            for index, y0 in enumerate(rows):
                 if cancelled():
                     raise InferenceCancelled("prediction cancelled")
-                group = origins[start : start + batch_size]
-                probs, saliency = predictor.predict(np.stack([strip[:, :, x0 : x0 + tile_w] for x0 in group], dtype=np.float32), window)
-                for b, x0 in enumerate(group):
-                    acc.add(x0, probs[b], None if saliency is None else saliency[b], window)
-                predicted += len(group)
-                report(PREDICTION_SHARE * (visited + start + len(group)) / total)
-            visited += len(cols)
-            finished = (rows[index + 1] if index + 1 < len(rows) else height) - y0
-            for start in range(0, finished, DECIDE_ROWS):
-                writer.append(_decide(acc.rows(start, min(start + DECIDE_ROWS, finished)), rare, thresholds, saliency_channels))
-            acc.advance(finished)
-            report(PREDICTION_SHARE * visited / total)
+                strip = reading.result()
+                if index + 1 < len(rows):
+                    reading = worker.read(src, rows[index + 1], tile_h)
+                acc.valid[:tile_h] = ~nodata_pixels(strip, nodata)
+                origins = [x0 for x0 in cols if acc.valid[:tile_h, x0 : x0 + tile_w].any()]
+                for start in range(0, len(origins), batch_size):
+                    if cancelled():
+                        raise InferenceCancelled("prediction cancelled")
+                    group = origins[start : start + batch_size]
+                    probs, saliency = predictor.predict(np.stack([strip[:, :, x0 : x0 + tile_w] for x0 in group], dtype=np.float32), window)
+                    for b, x0 in enumerate(group):
+                        acc.add(x0, probs[b], None if saliency is None else saliency[b], window)
+                    predicted += len(group)
+                    report(PREDICTION_SHARE * (visited + start + len(group)) / total)
+                visited += len(cols)
+                finished = (rows[index + 1] if index + 1 < len(rows) else height) - y0
+                worker.write(functools.partial(write_rows, acc.take(finished)))
+                report(PREDICTION_SHARE * visited / total)
+            worker.wait()
+        finally:
+            worker.close()
     return _PassResult(writer.class_counts, writer.histogram, total, predicted, acc.saliency is not None)
 
 
@@ -297,6 +353,14 @@ def _topk_pass(src: rasterio.DatasetReader, staging: Path, level: int | None, ca
             writer.append(top[None])
     (staging / _SCRATCH).unlink()
     return selected
+
+
+def _finish_mask_and_probabilities(staging: Path, class_colors: Sequence[tuple[int, int, int]], preview_max_side: int) -> None:
+    """Overviews of ``mask.tif`` and ``rare_prob.tif``, then their previews (read from the overviews)."""
+    build_overviews(staging / "mask.tif", Resampling.nearest)
+    build_overviews(staging / "rare_prob.tif", Resampling.average)
+    write_mask_preview(staging / "mask.tif", staging / "preview_mask.png", class_colors, preview_max_side)
+    write_probability_preview(staging / "rare_prob.tif", staging / "preview_prob.png", preview_max_side)
 
 
 def _grid_summary(src: rasterio.DatasetReader, class_counts: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
@@ -401,12 +465,15 @@ def predict_scene(
             try:
                 result = _prediction_pass(predictor, src, staging, tile, overlap, batch_size, rare, thresholds, report, cancelled)
                 level = topk_level(result.histogram, topk)
-                selected = _topk_pass(src, staging, level, cancelled)
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rareseg-io") as pool:
+                    # overviews and previews of the finished files, alongside the top-k pass
+                    finishing = pool.submit(_finish_mask_and_probabilities, staging, predictor.class_colors, preview_max_side)
+                    try:
+                        selected = _topk_pass(src, staging, level, cancelled)
+                        build_overviews(staging / "saliency_topk.tif", Resampling.nearest)
+                    finally:
+                        finishing.result()
                 report(TOPK_DONE)
-                for name, resampling in (("mask.tif", Resampling.nearest), ("rare_prob.tif", Resampling.average), ("saliency_topk.tif", Resampling.nearest)):
-                    build_overviews(staging / name, resampling)
-                write_mask_preview(staging / "mask.tif", staging / "preview_mask.png", predictor.class_colors, preview_max_side)
-                write_probability_preview(staging / "rare_prob.tif", staging / "preview_prob.png", preview_max_side)
                 if cancelled():
                     raise InferenceCancelled("prediction cancelled")
                 summary = {

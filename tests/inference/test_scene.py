@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from torch import nn
 
 from rareseg.datamodules import DataError
 from rareseg.inference import OUTPUTS, BlockRowWriter, InferenceCancelled, Predictor, SceneResult, check_options, predict_scene
+from rareseg.inference import scene as scene_module
 from rareseg.inference.scene import PREDICTION_SHARE, TOPK_DONE
 from tests.inference.helpers import BAND_MEAN, BAND_STD, CLASS_NAMES, ConstantNet, FailingNet, LocalNet, TileContextNet, make_module, write_geotiff
 
@@ -237,6 +239,8 @@ def _assert_untouched(out: Path, previous: dict[str, str]) -> None:
     assert sorted(os.listdir(out)) == sorted(previous)  # no new file, no staging folder left
     for name, text in previous.items():
         assert (out / name).read_text() == text
+    # the background reader/writer threads were joined, not left running
+    assert not [thread.name for thread in threading.enumerate() if thread.name.startswith("rareseg-io")]
 
 
 @pytest.mark.parametrize("stop_at", [0.0, 0.5, PREDICTION_SHARE, TOPK_DONE])
@@ -348,5 +352,19 @@ def test_failure_while_writing_leaves_no_output(scene_path: Path, tmp_path: Path
 
     monkeypatch.setattr(BlockRowWriter, "append", failing_append)
     with pytest.raises(OSError, match="disk full"):
+        _predict(LocalNet(), scene_path, out, tile=64, overlap=16)
+    _assert_untouched(out, previous)
+
+
+def test_failure_while_finishing_the_outputs_leaves_no_output(scene_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The overviews and previews run on a second thread; their errors still reach the caller."""
+    out = tmp_path / "out"
+    previous = _previous_outputs(out)
+
+    def failing_preview(*args: Any) -> None:
+        raise OSError("preview disk full")
+
+    monkeypatch.setattr(scene_module, "write_probability_preview", failing_preview)
+    with pytest.raises(OSError, match="preview disk full"):
         _predict(LocalNet(), scene_path, out, tile=64, overlap=16)
     _assert_untouched(out, previous)
