@@ -29,10 +29,15 @@ class RareSegCLI(LightningCLI):
 
     RareClassMetrics and ThresholdCalibrator are always on (config keys ``rare_metrics``
     and ``threshold_calibrator``), with the class names and rare classes linked from the data.
+    ScenePredictionWriter (``prediction_writer``) is always on too; only ``predict`` uses it,
+    so one config file serves every subcommand. ``predict`` needs ``--ckpt_path`` and keeps no
+    predictions in memory unless ``--return_predictions true``: the writer has written them.
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Link data attributes into the task, its network and its loss; add ``test_after_fit``."""
+        """Link data attributes into the task, its network and its loss; add the callbacks and ``test_after_fit``."""
+        from rareseg.inference.writer import ScenePredictionWriter  # the network stack; not needed by the tool subcommands
+
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         for name in DATA_TO_NET:
@@ -41,11 +46,32 @@ class RareSegCLI(LightningCLI):
             parser.link_arguments(f"data.{name}", f"model.init_args.loss.init_args.{name}", apply_on="instantiate")
         parser.add_lightning_class_args(RareClassMetrics, "rare_metrics")
         parser.add_lightning_class_args(ThresholdCalibrator, "threshold_calibrator")
+        parser.add_lightning_class_args(ScenePredictionWriter, "prediction_writer")
         for name in ("class_names", "rare_classes", "class_colors"):
             parser.link_arguments(f"data.{name}", f"rare_metrics.{name}", apply_on="instantiate")
         for name in ("class_names", "rare_classes"):
             parser.link_arguments(f"data.{name}", f"threshold_calibrator.{name}", apply_on="instantiate")
         parser.add_argument("--test_after_fit", type=bool, default=False, help="after fit, test the best checkpoint on the test split")
+
+    def before_instantiate_classes(self) -> None:
+        """One-line errors for bad ``prediction_writer`` options and, in ``predict``, a missing ``ckpt_path``.
+
+        ``predict`` with ``return_predictions`` unset does not keep the predictions.
+        """
+        from rareseg.inference.scene import check_options
+
+        config = self.config[self.subcommand]
+        writer = config["prediction_writer"]
+        try:
+            check_options(writer.tile, writer.overlap, writer.batch_size, writer.topk, writer.threshold, writer.preview_max_side)
+        except ValueError as err:
+            self.parser.error(f"prediction_writer: {err}")
+        if self.subcommand != "predict":
+            return
+        if not config.get("ckpt_path"):
+            self.parser.error("predict needs --ckpt_path CHECKPOINT (without it the network would predict with untrained weights)")
+        if config.get("return_predictions") is None:
+            config["return_predictions"] = False
 
     def after_fit(self) -> None:
         """Optionally test the best checkpoint right after training."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from rareseg.cli import run_cli
+from rareseg.cli import main, run_cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -88,3 +89,53 @@ def test_fast_dev_run_of_the_console_command_on_the_embedded_data(tmp_path: Path
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((tmp_path / "data" / "liss4-synth" / "images").glob("*.tif"))) == 8
     assert "max_steps=1` reached" in done.stdout + done.stderr
+
+
+
+def _predict_args(root: Path, checkpoint: Path | None, out: Path) -> list[str]:
+    """`rareseg predict` on the tiny recipe with small tiles."""
+    args = ["predict", *_tiny_run_args(root, out.parent), "--prediction_writer.output_dir", str(out), "--prediction_writer.tile", "128", "--prediction_writer.overlap", "16"]
+    return args if checkpoint is None else [*args, "--ckpt_path", str(checkpoint)]
+
+
+def test_fit_then_predict_writes_the_test_split_with_the_calibrated_thresholds(synth_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """`rareseg fit` then `rareseg predict --ckpt_path best.ckpt` (the CLI restores hparams only from its own checkpoints)."""
+    from rareseg.inference import OUTPUTS
+
+    monkeypatch.chdir(tmp_path)
+    fit = run_cli(["fit", *_tiny_run_args(synth_root, tmp_path / "fit"), "--trainer.max_epochs", "1", "--data.init_args.length", "2", "--test_after_fit", "false"])
+    best = Path(fit.trainer.checkpoint_callback.best_model_path)
+    calibrated = torch.load(best, map_location="cpu", weights_only=False)["rareseg_thresholds"]
+    assert sorted(calibrated) == [4, 5]
+    predict = run_cli(_predict_args(synth_root, best, tmp_path / "predict" / "out"))
+    assert predict.trainer.predict_loop.return_predictions is False  # the writer wrote them; nothing is kept in memory
+    folder = tmp_path / "predict" / "out" / "scene_03"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(OUTPUTS)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["rare_classes"] == [{"id": c, "name": n, "threshold": float(calibrated[c])} for c, n in ((4, "water"), (5, "wetland"))]
+    assert summary["threshold_source"] == "checkpoint" and summary["checkpoint"] == str(best)
+    assert summary["tiles"]["size"] == [128, 128]
+    index = json.loads((tmp_path / "predict" / "out" / "predictions.json").read_text())
+    assert [s["name"] for s in index["scenes"]] == ["scene_03"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "error: predict needs --ckpt_path CHECKPOINT"),
+        (["--ckpt_path", "best.ckpt", "--prediction_writer.overlap", "100"], "error: prediction_writer: overlap must be in [0, tile / 2] = [0, 64] pixels, got 100"),
+    ],
+)
+def test_predict_usage_errors_stop_before_anything_runs(synth_root: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*_predict_args(synth_root, None, tmp_path / "out"), *extra])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_input_not_found_is_a_one_line_error(synth_root: Path, tmp_path: Path) -> None:
+    args = [*_predict_args(synth_root, tmp_path / "best.ckpt", tmp_path / "out"), "--data.init_args.predict_inputs", f"[{tmp_path / 'field.tif'}]"]
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == f"rareseg: error: {tmp_path / 'field.tif'}: predict input not found"

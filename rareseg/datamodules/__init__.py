@@ -2,6 +2,7 @@
 
 from rareseg.datamodules.datasets import LissIVImage, LissIVMask
 from rareseg.datamodules.liss4 import LissIVDataModule, split_scenes
+from rareseg.datamodules.predict_scenes import SceneDescriptor, SceneDescriptors, is_scene_descriptor, resolve_predict_inputs, single_scene
 from rareseg.datamodules.samplers import (
     RareClassGeoSampler,
     RareClassIndex,
@@ -27,13 +28,18 @@ __all__ = [
     "RareClassIndex",
     "SaliencyGuidedGeoSampler",
     "Scene",
+    "SceneDescriptor",
+    "SceneDescriptors",
     "SceneFootprint",
     "cell_class_counts",
     "compute_stats",
+    "is_scene_descriptor",
     "load_or_compute_stats",
     "rare_class_probabilities",
+    "resolve_predict_inputs",
     "scan_root",
     "scene_footprints",
+    "single_scene",
     "split_scenes",
     "top_saliency_cells",
 ]

@@ -12,11 +12,13 @@ import shapely
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
+from torch.utils.data import DataLoader
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import IntersectionDataset
 from torchgeo.samplers import GeoSampler, GridGeoSampler, RandomGeoSampler
 
 from rareseg.datamodules.datasets import LissIVImage, LissIVMask
+from rareseg.datamodules.predict_scenes import SceneDescriptor, SceneDescriptors, is_scene_descriptor, resolve_predict_inputs, single_scene
 from rareseg.datamodules.samplers import RareClassGeoSampler, SaliencyGuidedGeoSampler
 from rareseg.datamodules.scenes import IGNORE_INDEX, ClassTable, DataError, Scene, scan_root
 from rareseg.datamodules.stats import check_class_ids, load_or_compute_stats
@@ -79,6 +81,11 @@ def split_scenes(stems: Sequence[str], val_scenes: Sequence[str] | None, test_sc
 class LissIVDataModule(GeoDataModule):
     """LISS-IV segmentation data: random, rare-class or saliency-guided training crops; grids for evaluation.
 
+    The predict stage yields whole scenes, one :class:`~rareseg.datamodules.predict_scenes.SceneDescriptor`
+    ``{"path", "name"}`` per batch, for ``rareseg.inference.ScenePredictionWriter`` to predict tile
+    by tile: ``predict_inputs`` when given, else the test split's scenes. Under DDP Lightning's
+    ``UnrepeatedDistributedSamplerWrapper`` gives every scene to exactly one process.
+
     The class table, band statistics and class frequencies are available right after
     construction (``num_classes``, ``in_channels``, ``class_names``, ``rare_classes``,
     ``class_frequencies``, ``band_mean``, ``band_std``) so the CLI can link them into the
@@ -99,6 +106,7 @@ class LissIVDataModule(GeoDataModule):
         rare_temperature: float = 0.1,
         val_scenes: list[str] | None = None,
         test_scenes: list[str] | None = None,
+        predict_inputs: list[str] | None = None,
         augment: bool = True,
         generate_if_missing: bool = True,
         synth_scenes: int = 8,
@@ -122,6 +130,9 @@ class LissIVDataModule(GeoDataModule):
             rare_temperature: ``"rare"``/``"saliency"``: temperature T of ``P(c) ∝ exp((1 - f_c) / T)``.
             val_scenes: validation scene stems (default: derived, see :func:`split_scenes`).
             test_scenes: test scene stems.
+            predict_inputs: scenes for the predict stage: GeoTIFF files, folders (their
+                ``*.tif``/``*.tiff``) or glob patterns; unlabelled scenes are fine. None: the
+                test split's scenes (every scene, whole, when the root is split by row blocks).
             augment: random flips and 90-degree rotations of training crops.
             generate_if_missing: run ``rareseg synth`` into ``root`` when it does not exist.
             synth_scenes: scenes to generate.
@@ -166,6 +177,11 @@ class LissIVDataModule(GeoDataModule):
         check_class_ids([s for s in self.scenes if s.stem not in self.split_scenes["train"]], self.num_classes)
         self.stats = load_or_compute_stats(self.root, train, self.num_classes, self.block_rows["train"] if self.block_rows else (0.0, 1.0))
         self.nodata = self.scenes[0].nodata
+        self.predict_scenes: list[SceneDescriptor] = (
+            [SceneDescriptor(path=str(s.image.resolve()), name=s.stem) for s in self.scenes_of("test")]
+            if predict_inputs is None
+            else resolve_predict_inputs(predict_inputs, self.in_channels)
+        )
         mean, std = torch.tensor(self.stats.band_mean), torch.tensor(self.stats.band_std)
         self.aug = K.AugmentationSequential(K.Normalize(mean=mean, std=std), data_keys=None, keepdim=True)
         if augment:
@@ -264,16 +280,41 @@ class LissIVDataModule(GeoDataModule):
         return shapely.union_all(boxes)
 
     def setup(self, stage: str) -> None:
-        """Build the split datasets and samplers for a Lightning stage."""
+        """Build the split datasets and samplers (or, for ``predict``, the scene descriptors) for a Lightning stage."""
         if stage == "fit":
             self.train_dataset = self.split_dataset("train")
             self.train_sampler = self._training_sampler(self.train_dataset, self.split_roi(self.train_dataset, "train"))
-        evaluation = {"fit": ("val", "val"), "validate": ("val", "val"), "test": ("test", "test"), "predict": ("test", "predict")}
+        if stage == "predict":
+            self.predict_dataset = SceneDescriptors(self.predict_scenes)
+        evaluation = {"fit": "val", "validate": "val", "test": "test"}
         if stage in evaluation:
-            split, attr = evaluation[stage]
+            split = evaluation[stage]
             dataset = self.split_dataset(split)
-            setattr(self, f"{attr}_dataset", dataset)
-            setattr(self, f"{attr}_sampler", GridGeoSampler(dataset, self.patch_size, self.patch_size, roi=self.split_roi(dataset, split)))
+            setattr(self, f"{split}_dataset", dataset)
+            setattr(self, f"{split}_sampler", GridGeoSampler(dataset, self.patch_size, self.patch_size, roi=self.split_roi(dataset, split)))
+
+    def predict_dataloader(self) -> DataLoader[SceneDescriptor]:
+        """One scene descriptor per batch, in order; no worker processes.
+
+        Batches of one with :func:`single_scene` as collate function (rather than ``batch_size=None``)
+        so Lightning can wrap the batch sampler and record which scenes each process predicted.
+
+        Raises:
+            DataError: no scene, or fewer scenes than processes (under DDP each must predict at least one).
+        """
+        scenes = len(self.predict_dataset)
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        if scenes == 0:
+            raise DataError("no scene to predict: the test split is empty (set data predict_inputs or test_scenes)")
+        if scenes < processes:
+            raise DataError(f"{scenes} scene(s) to predict for {processes} processes: each process needs at least one, use at most {scenes} devices")
+        return DataLoader(self.predict_dataset, batch_size=1, shuffle=False, collate_fn=single_scene)
+
+    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, dataloader_idx: int) -> dict[str, Any]:
+        """Move a batch of crops to the device; a scene descriptor stays as it is."""
+        if is_scene_descriptor(batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def _training_sampler(self, dataset: IntersectionDataset, roi: shapely.Geometry | None) -> GeoSampler:
         """The training sampler named by ``sampler``, seeded with ``seed``."""
@@ -288,7 +329,9 @@ class LissIVDataModule(GeoDataModule):
         )
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
-        """Normalise (and for training augment) a batch on the device; masks stay long."""
+        """Normalise (and for training augment) a batch on the device; masks stay long; scene descriptors pass through."""
+        if is_scene_descriptor(batch):
+            return batch
         batch = super().on_after_batch_transfer(batch, dataloader_idx)
         batch["mask"] = batch["mask"].long()
         return batch

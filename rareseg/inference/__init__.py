@@ -6,6 +6,7 @@ from rareseg.inference.rasters import BlockRowWriter, overview_factors
 from rareseg.inference.scene import OUTPUTS, InferenceCancelled, SceneResult, check_options, predict_scene
 from rareseg.inference.summary import areas_hectares, pixel_area_m2
 from rareseg.inference.tiling import blend_window, edge_ramp, tile_origins
+from rareseg.inference.writer import ScenePredictionWriter
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -14,6 +15,7 @@ __all__ = [
     "BlockRowWriter",
     "InferenceCancelled",
     "Predictor",
+    "ScenePredictionWriter",
     "SceneResult",
     "areas_hectares",
     "assign_classes",

@@ -20,6 +20,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from rareseg.datamodules.predict_scenes import is_scene_descriptor
 from rareseg.datamodules.scenes import IGNORE_INDEX
 from rareseg.losses import CrossEntropyLoss, SaliencyBCELoss
 from rareseg.models import SegmentationOutput, SpatialAwareSegFormer
@@ -227,8 +228,22 @@ class RareSegModule(LightningModule):
         """As :meth:`validation_step`, logged under ``test/``."""
         return self._evaluation_step(batch, "test")
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Class probabilities (B, K, H, W) and rare-class saliency (B, R, H, W) or None."""
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Predictions of a batch of crops, or a whole scene's descriptor for the prediction writer.
+
+        Args:
+            batch: crops ``{"image": (B, C, H, W)}`` (normalised), or a scene descriptor
+                ``{"path", "name"}`` from ``LissIVDataModule``'s predict stage.
+            batch_idx: index of the batch.
+
+        Returns:
+            For crops: class probabilities ``probs`` (B, K, H, W) and rare-class saliency
+            ``saliency`` (B, R, H, W) or None. A scene descriptor is returned unchanged:
+            ``rareseg.inference.ScenePredictionWriter`` predicts the scene tile by tile, so a
+            scene of any size never has to fit in one batch.
+        """
+        if is_scene_descriptor(batch):
+            return batch
         out = self(batch["image"])
         saliency = torch.sigmoid(out.saliency_logits.float()) if out.saliency_logits is not None else None
         return {"probs": F.softmax(out.logits.float(), dim=1), "saliency": saliency}

@@ -149,6 +149,20 @@ def test_rare_fraction_of_a_batch() -> None:
     assert module.rare_fraction(target).item() == pytest.approx(2 / 3)
 
 
+def test_predict_step_returns_crop_probabilities_and_passes_scene_descriptors_through() -> None:
+    module = _module().eval()
+    image = FixedBatches(n=2).images
+    with torch.no_grad():
+        out = module.predict_step({"image": image}, 0)
+        expected = module.net(image)
+    assert out["probs"].shape == (2, 3, 16, 16) and out["saliency"].shape == (2, 1, 16, 16)
+    torch.testing.assert_close(out["probs"].sum(dim=1), torch.ones(2, 16, 16))
+    torch.testing.assert_close(out["probs"], torch.softmax(expected.logits, dim=1))
+    torch.testing.assert_close(out["saliency"], torch.sigmoid(expected.saliency_logits))
+    scene = {"path": "/data/scene.tif", "name": "scene"}
+    assert module.predict_step(scene, 0) is scene
+
+
 
 
 @pytest.mark.slow
