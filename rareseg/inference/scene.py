@@ -11,7 +11,7 @@ height. Reading the next strip and deciding and writing finished rows run on one
 thread (:class:`_Worker`) while the network predicts the current row of tiles: GDAL and numpy
 release the GIL, so on a CPU the I/O uses a core the network leaves idle, and on a GPU it overlaps
 the device's work. Measured on a 2-core CPU with one torch thread, this took the 2048 px pipeline
-from 0.79 to 0.90 of the bare forward (``benchmarks/RESULTS.md``).
+from 0.79 to 0.85-0.90 of the bare forward (``benchmarks/RESULTS.md``).
 
 The top-k saliency mask needs a threshold over the whole scene: saliency levels of every pixel
 go to a scratch file and into a histogram during the pass; a second pass reads the scratch file
@@ -324,6 +324,7 @@ def _prediction_pass(
                     report(PREDICTION_SHARE * (visited + start + len(group)) / total)
                 visited += len(cols)
                 finished = (rows[index + 1] if index + 1 < len(rows) else height) - y0
+                worker.wait()  # the previous band is written, so only one copy of finished rows exists
                 worker.write(functools.partial(write_rows, acc.take(finished)))
                 report(PREDICTION_SHARE * visited / total)
             worker.wait()
