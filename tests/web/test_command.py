@@ -49,7 +49,9 @@ def test_a_missing_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_serve_answers_on_its_port_and_stops_on_ctrl_c(web_checkpoint: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-u", "-c", "from rareseg.cli import main; main()", "serve", "--checkpoint", str(web_checkpoint), "--port", "0", "--device", "cpu", "--jobs-dir", str(tmp_path / "jobs")]
+    # SIGUSR1 dumps every thread's stack to stderr: the diagnosis if the server ever fails to stop
+    launcher = "import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True); from rareseg.cli import main; main()"
+    command = [sys.executable, "-u", "-c", launcher, "serve", "--checkpoint", str(web_checkpoint), "--port", "0", "--device", "cpu", "--jobs-dir", str(tmp_path / "jobs")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -65,6 +67,11 @@ def test_serve_answers_on_its_port_and_stops_on_ctrl_c(web_checkpoint: Path, tmp
         deadline = time.monotonic() + 30
         while server.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
+        if server.poll() is None:
+            server.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            server.kill()
+            pytest.fail("rareseg serve did not stop within 30 s of SIGINT; its threads:\n" + server.communicate()[1][-6000:])
         assert server.returncode == 0
         assert server.stdout.read() == "rareseg serve: stopping\n"
     finally:
