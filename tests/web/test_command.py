@@ -49,8 +49,13 @@ def test_a_missing_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_serve_answers_on_its_port_and_stops_on_ctrl_c(web_checkpoint: Path, tmp_path: Path) -> None:
-    # SIGUSR1 dumps every thread's stack to stderr: the diagnosis if the server ever fails to stop
-    launcher = "import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True); from rareseg.cli import main; main()"
+    # A test run started in the background by a shell without job control (`make test &`) inherits
+    # SIGINT ignored, and so would the server: give it Python's Ctrl+C handler, as a terminal would.
+    # SIGUSR1 dumps every thread's stack to stderr: the diagnosis if the server ever fails to stop.
+    launcher = (
+        "import faulthandler, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "faulthandler.register(signal.SIGUSR1, all_threads=True); from rareseg.cli import main; main()"
+    )
     command = [sys.executable, "-u", "-c", launcher, "serve", "--checkpoint", str(web_checkpoint), "--port", "0", "--device", "cpu", "--jobs-dir", str(tmp_path / "jobs")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
