@@ -111,9 +111,7 @@ def write_mask_preview(mask_path: Path, png_path: Path, colours: Sequence[tuple[
     """Palette PNG of the class mask in its class colours (``nodata`` transparent), longer side at most ``max_side``."""
     with rasterio.open(mask_path) as src:
         mask = src.read(1, out_shape=_decimated_shape(src.height, src.width, max_side), resampling=Resampling.nearest)
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: len(colours)] = [colour[:3] for colour in colours]
-    _write_palette_png(png_path, mask, palette, transparent=nodata)
+    _write_palette_png(png_path, mask, np.array([colour[:3] for colour in colours], dtype=np.uint8), transparent=nodata)
 
 
 def write_probability_preview(prob_path: Path, png_path: Path, max_side: int, nodata: int = 255) -> None:

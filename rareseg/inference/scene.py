@@ -253,8 +253,8 @@ class _Worker:
         return self._pool.submit(src.read, window=Window(0, y0, src.width, height))
 
     def write(self, job: Callable[[], None]) -> None:
-        """Run ``job`` after the previous write has finished (re-raising its error, if any)."""
-        self.wait()
+        """Start ``job``; the caller has :meth:`wait`-ed for the previous write (before copying the rows ``job`` writes)."""
+        assert self._writing is None, "wait() for the previous write first"
         self._writing = self._pool.submit(job)
 
     def wait(self) -> None:
