@@ -5,7 +5,7 @@ from rareseg.inference.predictor import DEFAULT_THRESHOLD, THRESHOLDS_KEY, Predi
 from rareseg.inference.rasters import BlockRowWriter, overview_factors
 from rareseg.inference.scene import OUTPUTS, InferenceCancelled, SceneResult, check_options, predict_scene
 from rareseg.inference.summary import areas_hectares, pixel_area_m2
-from rareseg.inference.tiling import blend_window, edge_ramp, tile_origins
+from rareseg.inference.tiling import blend_window, coverage_weights, edge_ramp, tile_origins
 from rareseg.inference.writer import ScenePredictionWriter
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "assign_classes",
     "blend_window",
     "check_options",
+    "coverage_weights",
     "edge_ramp",
     "load_predictor",
     "nodata_pixels",

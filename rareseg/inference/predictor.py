@@ -195,6 +195,49 @@ class Predictor:
         return values, source
 
     @torch.inference_mode()
+    def network_outputs(self, tiles: np.ndarray) -> SegmentationOutput:
+        """The network's raw outputs for a batch of raw tiles, on :attr:`device`.
+
+        Args:
+            tiles: (B, C, H, W) pixel values in file units (DN or reflectance).
+
+        Returns:
+            ``logits`` (B, K, H, W) and ``saliency_logits`` (B, R, H, W) or None, R = number of rare
+            classes, on the device, in the autocast dtype.
+        """
+        if tiles.ndim != 4 or tiles.shape[1] != self.in_channels:
+            raise ValueError(f"predict: expected tiles (B, {self.in_channels}, H, W), got {tiles.shape}")
+        batch = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(self.device)
+        mean = torch.from_numpy(self.band_mean).to(self.device)[None, :, None, None]
+        std = torch.from_numpy(self.band_std).to(self.device)[None, :, None, None]
+        batch = (batch - mean) / std
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = self.model(batch)
+        return out if isinstance(out, SegmentationOutput) else SegmentationOutput(out, None)
+
+    @torch.inference_mode()
+    def probabilities(self, outputs: SegmentationOutput, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities and rare-class saliency of :meth:`network_outputs`, on the host.
+
+        Needs no lock on the model, so a pipeline can run it on another thread while the network
+        predicts the next batch.
+
+        Args:
+            outputs: what :meth:`network_outputs` returned.
+            weights: optional (H, W) blending weights multiplied into both outputs on the device.
+
+        Returns:
+            ``softmax(logits)`` (B, K, H, W) float32 and ``sigmoid(saliency_logits)`` (B, R, H, W)
+            float32, or None when the network has no saliency head; both times ``weights`` when given.
+        """
+        probs = F.softmax(outputs.logits.float(), dim=1)
+        saliency = None if outputs.saliency_logits is None else torch.sigmoid(outputs.saliency_logits.float())
+        if weights is not None:
+            scale = torch.from_numpy(np.asarray(weights, dtype=np.float32)).to(probs.device)
+            probs.mul_(scale)
+            saliency = None if saliency is None else saliency.mul_(scale)
+        return probs.cpu().numpy(), None if saliency is None else saliency.cpu().numpy()
+
     def predict(self, tiles: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Class probabilities and rare-class saliency of a batch of raw tiles.
 
@@ -207,22 +250,7 @@ class Predictor:
             float32, R = number of rare classes, or None when the network has no saliency head;
             both times ``weights`` when given.
         """
-        if tiles.ndim != 4 or tiles.shape[1] != self.in_channels:
-            raise ValueError(f"predict: expected tiles (B, {self.in_channels}, H, W), got {tiles.shape}")
-        batch = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(self.device)
-        mean = torch.from_numpy(self.band_mean).to(self.device)[None, :, None, None]
-        std = torch.from_numpy(self.band_std).to(self.device)[None, :, None, None]
-        batch = (batch - mean) / std
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            out = self.model(batch)
-        out = out if isinstance(out, SegmentationOutput) else SegmentationOutput(out, None)
-        probs = F.softmax(out.logits.float(), dim=1)
-        saliency = None if out.saliency_logits is None else torch.sigmoid(out.saliency_logits.float())
-        if weights is not None:
-            scale = torch.from_numpy(np.asarray(weights, dtype=np.float32)).to(self.device)
-            probs.mul_(scale)
-            saliency = None if saliency is None else saliency.mul_(scale)
-        return probs.cpu().numpy(), None if saliency is None else saliency.cpu().numpy()
+        return self.probabilities(self.network_outputs(tiles), weights)
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:

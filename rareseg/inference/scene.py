@@ -1,22 +1,26 @@
 """Whole-scene prediction to georeferenced GeoTIFFs, with memory independent of the scene size.
 
 The scene is covered by overlapping tiles (:func:`~rareseg.inference.tiling.tile_origins`) read
-row of tiles by row of tiles as full-width strips. Tile predictions are multiplied by the blending
-window (:func:`~rareseg.inference.tiling.blend_window`) and summed, with the weights, into
-accumulators that span one tile height of full-width rows. When a row of tiles is done, every row
-above the next row of tiles is final: in bands of ``DECIDE_ROWS`` rows it is divided by its
-weight sum, decided (:func:`~rareseg.inference.decisions.assign_classes`) and appended to the
-outputs, and the accumulators move down. Peak memory is ``O(tile * width)``, whatever the scene
-height. Reading the next strip and deciding and writing finished rows run on one background
-thread (:class:`_Worker`) while the network predicts the current row of tiles: GDAL and numpy
-release the GIL, so on a CPU the I/O uses a core the network leaves idle, and on a GPU it overlaps
-the device's work. Measured on a 2-core CPU with one torch thread, this took the 2048 px pipeline
-from 0.79 to 0.85-0.90 of the bare forward (``benchmarks/RESULTS.md``).
+row of tiles by row of tiles as full-width strips. Tile probabilities are multiplied by the
+blending window (:func:`~rareseg.inference.tiling.blend_window`) and summed into accumulators
+that span one tile height of full-width rows. When a row of tiles is done, every row above the
+next row of tiles is final: in bands of ``DECIDE_ROWS`` rows it is divided by its weight sum
+(separable: :func:`~rareseg.inference.tiling.coverage_weights`), decided
+(:func:`~rareseg.inference.decisions.assign_classes`) and appended to the outputs, and the
+accumulators move up. Peak memory is ``O(tile * width)``, whatever the scene
+height.
+
+The calling thread runs only the network. Everything else of the pass (reading strips, softmax,
+blending into the accumulators, deciding and writing finished rows) runs in order on one
+background thread (:class:`_Worker`) that owns the accumulators, with at most
+``MAX_PENDING_JOBS`` jobs in flight. GDAL, numpy and torch release the GIL while they work, so
+on a CPU that thread uses a core the network leaves idle, and on a GPU it overlaps the device's work.
 
 The top-k saliency mask needs a threshold over the whole scene: saliency levels of every pixel
-go to a scratch file and into a histogram during the pass; a second pass reads the scratch file
-and thresholds it at :func:`~rareseg.inference.decisions.topk_level`, while a second thread adds
-the overviews and previews of the mask and probability files.
+go to a scratch file and into a histogram during the pass; afterwards the scratch file is
+thresholded at :func:`~rareseg.inference.decisions.topk_level`, and the overviews and previews are
+added. That tail runs on the calling thread alone: rasterio holds the GIL while GDAL builds
+overviews, so a second thread would only wait for it.
 
 Everything is written into a hidden staging folder inside the output folder and moved to its
 final name only when all outputs are complete (``summary.json`` last), so an interrupted run leaves
@@ -25,13 +29,13 @@ no file that looks finished and keeps the outputs of an earlier run until the ne
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
 import tempfile
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +53,8 @@ from rareseg.inference.decisions import SALIENCY_LEVELS, nodata_pixels, override
 from rareseg.inference.predictor import Predictor
 from rareseg.inference.rasters import BLOCK, BlockRowWriter, build_overviews, output_profile, write_mask_preview, write_probability_preview
 from rareseg.inference.summary import areas_hectares, pixel_area_m2
-from rareseg.inference.tiling import blend_window, tile_origins
+from rareseg.inference.tiling import blend_window, coverage_weights, tile_origins
+from rareseg.models import SegmentationOutput
 
 #: Output files, in the order they are moved into place (``summary.json`` last marks completion).
 OUTPUTS = ("mask.tif", "rare_prob.tif", "saliency_topk.tif", "preview_mask.png", "preview_prob.png", "summary.json")
@@ -63,6 +68,9 @@ SALIENCY_NODATA = SALIENCY_LEVELS + 1
 GDAL_CACHE_MB = 64
 #: Rows decided and written at a time (bounds the temporaries).
 DECIDE_ROWS = 32
+#: Jobs of the prediction pass's background thread that may be unfinished at once (bounds the
+#: network outputs in flight: a job holds at most one batch of them).
+MAX_PENDING_JOBS = 3
 #: Progress fraction reported when the prediction pass is done, and when the top-k pass is done
 #: (overviews, previews and the summary take the rest).
 PREDICTION_SHARE = 0.9
@@ -126,7 +134,7 @@ def _staging_dir(out_dir: Path) -> Path:
 
 @dataclass
 class _Rows:
-    """Finished rows of the accumulators: sums (K, n, W), saliency sums (S, n, W) or None, weights and validity (n, W)."""
+    """Finished rows: probability sums (K, n, W), saliency sums (S, n, W) or None, weight sums and validity (n, W)."""
 
     probs: np.ndarray
     saliency: np.ndarray | None
@@ -135,34 +143,32 @@ class _Rows:
 
 
 class _RowAccumulator:
-    """Weighted sums over ``height`` full-width rows: class probabilities, saliency, weights, validity."""
+    """Blended sums over ``height`` full-width rows: class probabilities and saliency.
+
+    The weights need no accumulator: their sums are separable (:func:`~rareseg.inference.tiling.coverage_weights`).
+    """
 
     def __init__(self, num_classes: int, height: int, width: int) -> None:
         self.probs = np.zeros((num_classes, height, width), dtype=np.float32)
         self.saliency: np.ndarray | None = None
-        self.weights = np.zeros((height, width), dtype=np.float32)
-        self.valid = np.zeros((height, width), dtype=bool)
 
-    def add(self, x0: int, probs: np.ndarray, saliency: np.ndarray | None, window: np.ndarray) -> None:
+    def add(self, x0: int, probs: np.ndarray, saliency: np.ndarray | None) -> None:
         """Add one tile's weighted outputs (K, h, w) and (S, h, w) at column ``x0`` of the top rows."""
-        height, width = window.shape
+        height, width = probs.shape[1:]
         self.probs[:, :height, x0 : x0 + width] += probs
-        self.weights[:height, x0 : x0 + width] += window
         if saliency is not None:
             if self.saliency is None:
-                self.saliency = np.zeros((saliency.shape[0], *self.weights.shape), dtype=np.float32)
+                self.saliency = np.zeros((saliency.shape[0], *self.probs.shape[1:]), dtype=np.float32)
             self.saliency[:, :height, x0 : x0 + width] += saliency
 
-    def take(self, rows: int) -> _Rows:
-        """A copy of the top ``rows`` rows (finished: no later tile reaches them); then :meth:`advance` past them."""
-        saliency = None if self.saliency is None else self.saliency[:, :rows].copy()
-        finished = _Rows(self.probs[:, :rows].copy(), saliency, self.weights[:rows].copy(), self.valid[:rows].copy())
-        self.advance(rows)
-        return finished
+    def rows(self, start: int, stop: int, weights: np.ndarray, valid: np.ndarray) -> _Rows:
+        """Views of rows ``start:stop`` with their (stop - start, W) weight sums and validity."""
+        saliency = None if self.saliency is None else self.saliency[:, start:stop]
+        return _Rows(self.probs[:, start:stop], saliency, weights, valid)
 
     def advance(self, rows: int) -> None:
         """Drop the top ``rows`` rows and move the rest up, zeroing the freed rows."""
-        for array in (self.probs, self.saliency, self.weights[None], self.valid[None]):
+        for array in (self.probs, self.saliency):
             if array is not None:
                 keep = array.shape[1] - rows
                 array[:, :keep] = array[:, rows:]
@@ -181,13 +187,12 @@ class _Decisions:
 
 def _decide(rows: _Rows, rare: Sequence[int], thresholds: Sequence[float], saliency_channels: Sequence[int]) -> _Decisions:
     """Final outputs of finished rows: class mask, percent probabilities and saliency levels (nodata where invalid)."""
-    valid = rows.valid & (rows.weights > 0)
-    safe = np.where(valid, rows.weights, np.float32(1.0))
-    rare_probs = rows.probs[list(rare)] / safe
+    valid = rows.valid
+    rare_probs = rows.probs[list(rare)] / rows.weights  # weight sums are >= the window's floor > 0
     # the weight is positive, so the argmax of the sums is the argmax of the probabilities
     mask = np.where(valid, override_rare_classes(rows.probs.argmax(axis=0), rare_probs, rare, thresholds), NODATA).astype(np.uint8)
     percent = np.where(valid, np.rint(rare_probs / PROBABILITY_SCALE), NODATA).astype(np.uint8)
-    score = rare_probs.max(axis=0) if rows.saliency is None else (rows.saliency[list(saliency_channels)] / safe).max(axis=0)
+    score = rare_probs.max(axis=0) if rows.saliency is None else (rows.saliency[list(saliency_channels)] / rows.weights).max(axis=0)
     levels = np.where(valid, quantise_saliency(score), SALIENCY_NODATA).astype(np.uint16)
     return _Decisions(mask, percent, levels, valid)
 
@@ -234,37 +239,36 @@ def _describe_outputs(mask: rasterio.io.DatasetWriter, probs: rasterio.io.Datase
 
 
 class _Worker:
-    """One background thread for the reads and writes of the prediction pass, so they overlap the network.
+    """One background thread for all the work of the prediction pass but the network, so it overlaps the network.
 
-    Jobs run in submission order. The pass submits the read of the next strip before the writes
-    of the current one, so the next strip is ready when the network needs it, and waits for a
-    band's writes before submitting the next band's: at most one strip and one band of finished
-    rows are in flight, so memory stays ``O(tile * width)``. GDAL and numpy release the GIL
-    while they work, so the thread uses a core the network leaves idle (the network itself runs
-    on torch's threads).
+    Jobs run in submission order: reading strips, turning network outputs into probabilities and
+    adding them to the accumulators, deciding and writing finished rows. The accumulators are
+    touched by this thread only. :meth:`submit` waits for the oldest job while ``max_pending`` are
+    unfinished, so the network outputs in flight, and with them memory, stay bounded. GDAL, numpy
+    and torch release the GIL while they work, so on a CPU this thread uses a core the network
+    leaves idle, and on a GPU it runs while the device predicts the next batch.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_pending: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rareseg-io")
-        self._writing: Future[None] | None = None
+        self._pending: deque[Future[Any]] = deque()
+        self._max_pending = max_pending
 
-    def read(self, src: rasterio.DatasetReader, y0: int, height: int) -> Future[np.ndarray]:
-        """Start reading the full-width strip of ``height`` rows at ``y0``."""
-        return self._pool.submit(src.read, window=Window(0, y0, src.width, height))
+    def submit(self, job: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Queue ``job(*args)``; first wait (re-raising its error) for the oldest job while too many are pending."""
+        while len(self._pending) >= self._max_pending:
+            self._pending.popleft().result()
+        future = self._pool.submit(job, *args)
+        self._pending.append(future)
+        return future
 
-    def write(self, job: Callable[[], None]) -> None:
-        """Start ``job``; the caller has :meth:`wait`-ed for the previous write (before copying the rows ``job`` writes)."""
-        assert self._writing is None, "wait() for the previous write first"
-        self._writing = self._pool.submit(job)
-
-    def wait(self) -> None:
-        """Wait for the pending write; re-raise its error."""
-        if self._writing is not None:
-            writing, self._writing = self._writing, None
-            writing.result()
+    def drain(self) -> None:
+        """Wait for every job; re-raise the first error."""
+        while self._pending:
+            self._pending.popleft().result()
 
     def close(self) -> None:
-        """Wait for every job (errors of abandoned jobs are dropped) and stop the thread."""
+        """Drop the queued jobs, wait for the running one (its error is dropped) and stop the thread."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -285,58 +289,71 @@ def _prediction_pass(
     tile_h, tile_w = min(tile, height), min(tile, width)
     rows, cols = tile_origins(height, tile, overlap), tile_origins(width, tile, overlap)
     window = blend_window(tile_h, tile_w, overlap)
+    row_weights, col_weights = coverage_weights(height, tile, overlap), coverage_weights(width, tile, overlap)
     saliency_channels = [predictor.rare_classes.index(c) for c in rare]
     acc = _RowAccumulator(predictor.num_classes, tile_h, width)
     total, visited, predicted = len(rows) * len(cols), 0, 0
-    nodata = src.nodata  # src is read on the worker thread only
     with (
         rasterio.open(staging / "mask.tif", "w", **output_profile(src, 1, "uint8", NODATA)) as mask_dst,
         rasterio.open(staging / "rare_prob.tif", "w", **output_profile(src, len(rare), "uint8", NODATA)) as prob_dst,
         open(staging / _SCRATCH, "wb") as scratch,
     ):
-        worker = _Worker()  # closed before the files: its jobs write to them
+        worker = _Worker(MAX_PENDING_JOBS)  # closed before the files: its jobs write to them
         try:
             _describe_outputs(mask_dst, prob_dst, predictor, rare, thresholds)
             writer = _OutputRows(BlockRowWriter(mask_dst), BlockRowWriter(prob_dst), scratch, predictor.num_classes)
 
-            def write_rows(finished: _Rows) -> None:
-                for start in range(0, finished.weights.shape[0], DECIDE_ROWS):
-                    band = _Rows(*(None if a is None else a[..., start : start + DECIDE_ROWS, :] for a in (finished.probs, finished.saliency, finished.weights, finished.valid)))
-                    writer.append(_decide(band, rare, thresholds, saliency_channels))
+            # the jobs of the worker thread; src and acc are used on that thread only
+            def read_strip(y0: int) -> tuple[np.ndarray, np.ndarray]:
+                strip = src.read(window=Window(0, y0, width, tile_h))
+                return strip, ~nodata_pixels(strip, src.nodata)
 
-            reading = worker.read(src, rows[0], tile_h)
+            def accumulate(outputs: SegmentationOutput, origins: list[int]) -> None:
+                probs, saliency = predictor.probabilities(outputs, window)
+                for b, x0 in enumerate(origins):
+                    acc.add(x0, probs[b], None if saliency is None else saliency[b])
+
+            def write_rows(y0: int, valid: np.ndarray) -> None:
+                finished = valid.shape[0]
+                for start in range(0, finished, DECIDE_ROWS):
+                    stop = min(start + DECIDE_ROWS, finished)
+                    weights = np.outer(row_weights[y0 + start : y0 + stop], col_weights)
+                    writer.append(_decide(acc.rows(start, stop, weights, valid[start:stop]), rare, thresholds, saliency_channels))
+                acc.advance(finished)
+
+            reading = worker.submit(read_strip, rows[0])
             for index, y0 in enumerate(rows):
                 if cancelled():
                     raise InferenceCancelled("prediction cancelled")
-                strip = reading.result()
+                strip, valid = reading.result()
                 if index + 1 < len(rows):
-                    reading = worker.read(src, rows[index + 1], tile_h)
-                acc.valid[:tile_h] = ~nodata_pixels(strip, nodata)
-                origins = [x0 for x0 in cols if acc.valid[:tile_h, x0 : x0 + tile_w].any()]
+                    reading = worker.submit(read_strip, rows[index + 1])
+                origins = [x0 for x0 in cols if valid[:, x0 : x0 + tile_w].any()]
                 for start in range(0, len(origins), batch_size):
                     if cancelled():
                         raise InferenceCancelled("prediction cancelled")
                     group = origins[start : start + batch_size]
-                    probs, saliency = predictor.predict(np.stack([strip[:, :, x0 : x0 + tile_w] for x0 in group], dtype=np.float32), window)
-                    for b, x0 in enumerate(group):
-                        acc.add(x0, probs[b], None if saliency is None else saliency[b], window)
+                    outputs = predictor.network_outputs(np.stack([strip[:, :, x0 : x0 + tile_w] for x0 in group], dtype=np.float32))
+                    worker.submit(accumulate, outputs, group)
                     predicted += len(group)
                     report(PREDICTION_SHARE * (visited + start + len(group)) / total)
                 visited += len(cols)
                 finished = (rows[index + 1] if index + 1 < len(rows) else height) - y0
-                worker.wait()  # the previous band is written, so only one copy of finished rows exists
-                worker.write(functools.partial(write_rows, acc.take(finished)))
+                worker.submit(write_rows, y0, valid[:finished])
                 report(PREDICTION_SHARE * visited / total)
-            worker.wait()
+            worker.drain()
         finally:
             worker.close()
     return _PassResult(writer.class_counts, writer.histogram, total, predicted, acc.saliency is not None)
 
 
-def _topk_pass(src: rasterio.DatasetReader, staging: Path, level: int | None, cancelled: Callable[[], bool]) -> int:
-    """Write ``saliency_topk.tif`` (1 where the saliency level >= ``level``) from the scratch file; count the 1s."""
-    selected = 0
-    cut = SALIENCY_NODATA if level is None else level
+def _topk_pass(src: rasterio.DatasetReader, staging: Path, level: int | None, cancelled: Callable[[], bool]) -> None:
+    """Write ``saliency_topk.tif`` (1 where the saliency level >= ``level``, 0 below, nodata) from the scratch file."""
+    # one lookup per pixel: level -> 0/1, the scratch file's nodata level -> NODATA
+    top_of_level = np.zeros(SALIENCY_NODATA + 1, dtype=np.uint8)
+    if level is not None:
+        top_of_level[level:] = 1
+    top_of_level[SALIENCY_NODATA] = NODATA
     with (
         rasterio.open(staging / "saliency_topk.tif", "w", **output_profile(src, 1, "uint8", NODATA)) as dst,
         open(staging / _SCRATCH, "rb") as scratch,
@@ -348,12 +365,9 @@ def _topk_pass(src: rasterio.DatasetReader, staging: Path, level: int | None, ca
             if cancelled():
                 raise InferenceCancelled("prediction cancelled")
             count = min(BLOCK, src.height - row)
-            levels = np.fromfile(scratch, dtype=np.uint16, count=count * src.width).reshape(count, src.width)
-            top = np.where(levels == SALIENCY_NODATA, NODATA, levels >= cut).astype(np.uint8)
-            selected += int(np.count_nonzero(top == 1))
-            writer.append(top[None])
+            levels = np.fromfile(scratch, dtype=np.uint16, count=count * src.width).reshape(1, count, src.width)
+            writer.append(top_of_level[levels])
     (staging / _SCRATCH).unlink()
-    return selected
 
 
 def _finish_mask_and_probabilities(staging: Path, class_colors: Sequence[tuple[int, int, int]], preview_max_side: int) -> None:
@@ -466,15 +480,13 @@ def predict_scene(
             try:
                 result = _prediction_pass(predictor, src, staging, tile, overlap, batch_size, rare, thresholds, report, cancelled)
                 level = topk_level(result.histogram, topk)
-                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rareseg-io") as pool:
-                    # overviews and previews of the finished files, alongside the top-k pass
-                    finishing = pool.submit(_finish_mask_and_probabilities, staging, predictor.class_colors, preview_max_side)
-                    try:
-                        selected = _topk_pass(src, staging, level, cancelled)
-                        build_overviews(staging / "saliency_topk.tif", Resampling.nearest)
-                    finally:
-                        finishing.result()
+                # every valid pixel is in the histogram, so the pixels at or above the cut are counted there
+                selected = 0 if level is None else int(result.histogram[level:].sum())
+                # one thread: rasterio holds the GIL while GDAL builds overviews, so a second thread only waits
+                _topk_pass(src, staging, level, cancelled)
                 report(TOPK_DONE)
+                build_overviews(staging / "saliency_topk.tif", Resampling.nearest)
+                _finish_mask_and_probabilities(staging, predictor.class_colors, preview_max_side)
                 if cancelled():
                     raise InferenceCancelled("prediction cancelled")
                 summary = {

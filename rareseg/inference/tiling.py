@@ -79,3 +79,28 @@ def blend_window(height: int, width: int, overlap: int, floor: float = WINDOW_FL
         (height, width) float32 weights in ``(0, 1]``.
     """
     return np.outer(edge_ramp(height, overlap, floor), edge_ramp(width, overlap, floor)).astype(np.float32)
+
+
+def coverage_weights(length: int, tile: int, overlap: int, floor: float = WINDOW_FLOOR) -> np.ndarray:
+    """Sum of the one-dimensional blending weights of every tile covering each pixel of an axis.
+
+    ``c(i) = sum_j w(i - o_j)`` over the tiles ``j`` of :func:`tile_origins` whose span holds ``i``,
+    with ``w`` the :func:`edge_ramp` of a tile. The window is separable and the tiles form a grid,
+    so the summed :func:`blend_window` weights at scene pixel ``(y, x)`` are ``c_H(y) * c_W(x)``,
+    which is how whole-scene prediction normalises its blended sums without accumulating weights.
+
+    Args:
+        length: scene size along the axis, in pixels.
+        tile: tile size in pixels (a scene shorter than a tile gets one tile of its size).
+        overlap: tile overlap in pixels.
+        floor: smallest weight of the window, as in :func:`edge_ramp`.
+
+    Returns:
+        (length,) float32 sums, each at least ``floor``.
+    """
+    size = min(tile, length)
+    ramp = edge_ramp(size, overlap, floor).astype(np.float64)
+    sums = np.zeros(length, dtype=np.float64)
+    for origin in tile_origins(length, tile, overlap):
+        sums[origin : origin + size] += ramp
+    return sums.astype(np.float32)

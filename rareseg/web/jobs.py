@@ -24,6 +24,7 @@ from rasterio.errors import RasterioError
 
 from rareseg.datamodules import DataError
 from rareseg.inference import InferenceCancelled, Predictor, predict_scene
+from rareseg.models import SegmentationOutput
 from rareseg.web.config import WebConfig
 from rareseg.web.options import RenderOptions
 from rareseg.web.render import ARGMAX_THRESHOLD, RENDERED, render_outputs
@@ -62,10 +63,10 @@ class SerialPredictor(Predictor):
         """A serialised predictor sharing ``predictor``'s model and metadata."""
         return cls(**{item.name: getattr(predictor, item.name) for item in fields(Predictor)})
 
-    def predict(self, tiles: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """:meth:`Predictor.predict` under the lock."""
+    def network_outputs(self, tiles: np.ndarray) -> SegmentationOutput:
+        """:meth:`Predictor.network_outputs` under the lock (every prediction goes through it)."""
         with self.lock:
-            return super().predict(tiles, weights)
+            return super().network_outputs(tiles)
 
 
 @dataclass

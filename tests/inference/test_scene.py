@@ -368,3 +368,30 @@ def test_failure_while_finishing_the_outputs_leaves_no_output(scene_path: Path, 
     with pytest.raises(OSError, match="preview disk full"):
         _predict(LocalNet(), scene_path, out, tile=64, overlap=16)
     _assert_untouched(out, previous)
+
+
+def test_background_worker_keeps_the_order_bounds_the_jobs_in_flight_and_reraises() -> None:
+    worker = scene_module._Worker(max_pending=2)
+    release, done = threading.Event(), []
+    try:
+        worker.submit(release.wait)
+        worker.submit(done.append, 1)
+        third = threading.Thread(target=worker.submit, args=(done.append, 2))
+        third.start()
+        third.join(timeout=0.3)
+        assert third.is_alive()  # two jobs unfinished: the third submit waits for the oldest
+        release.set()
+        third.join(timeout=10)
+        assert not third.is_alive()
+        worker.drain()
+        assert done == [1, 2]
+
+        def fail() -> None:
+            raise OSError("write failed")
+
+        worker.submit(fail)
+        worker.submit(done.append, 3)
+        with pytest.raises(OSError, match="write failed"):
+            worker.drain()
+    finally:
+        worker.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rareseg.inference.tiling import WINDOW_FLOOR, blend_window, edge_ramp, tile_origins
+from rareseg.inference.tiling import WINDOW_FLOOR, blend_window, coverage_weights, edge_ramp, tile_origins
 
 
 @pytest.mark.parametrize(
@@ -77,3 +77,21 @@ def test_blend_window_is_the_outer_product_of_the_ramps() -> None:
     np.testing.assert_allclose(window, np.outer(edge_ramp(24, 6), edge_ramp(40, 6)), rtol=1e-7)
     assert window[12, 20] == 1.0
     assert window[0, 0] == pytest.approx(edge_ramp(24, 6)[0] ** 2, rel=1e-6)
+
+
+@pytest.mark.parametrize(("height", "width", "tile", "overlap"), [(150, 230, 64, 16), (64, 100, 64, 32), (40, 300, 64, 8), (97, 97, 32, 0)])
+def test_coverage_weights_multiply_to_the_summed_blend_windows(height: int, width: int, tile: int, overlap: int) -> None:
+    """The 2-D weight sum of every pixel, accumulated tile by tile in float64, is the outer product of the 1-D sums."""
+    tile_h, tile_w = min(tile, height), min(tile, width)
+    window = blend_window(tile_h, tile_w, overlap).astype(np.float64)
+    summed = np.zeros((height, width))
+    for y0 in tile_origins(height, tile, overlap):
+        for x0 in tile_origins(width, tile, overlap):
+            summed[y0 : y0 + tile_h, x0 : x0 + tile_w] += window
+    rows, cols = coverage_weights(height, tile, overlap), coverage_weights(width, tile, overlap)
+    assert rows.shape == (height,) and cols.shape == (width,) and rows.dtype == np.float32
+    np.testing.assert_allclose(np.outer(rows, cols), summed, rtol=1e-6)
+    assert rows.min() >= WINDOW_FLOOR and cols.min() >= WINDOW_FLOOR
+    # where exactly two tiles overlap by `overlap` pixels their ramps sum to 1 (up to the floor)
+    if height > tile and overlap > 0:
+        assert rows[tile - overlap : tile].min() > 1 - 2 * WINDOW_FLOOR
