@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 
 
 def pixel_saliency(saliency_logits: Tensor) -> Tensor:
@@ -69,6 +70,8 @@ def _saliency_logits(output: Any) -> Tensor:
 
 class SaliencyRefresh(Callback):
     """At the end of every n-th training epoch, predict saliency maps of the training scenes for the sampler.
+
+    Under ``fast_dev_run`` no maps are predicted (the sampler keeps its label-based stand-in).
 
     For every training scene the model runs over a grid of ``patch_size`` tiles read with
     rasterio (edge tiles padded with the image's nodata value, or 0), in eval mode without
@@ -130,7 +133,14 @@ class SaliencyRefresh(Callback):
             sampler.update_saliency(scene_id, saliency, transform)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Refresh the maps after every ``every_n_epochs``-th epoch."""
+        """Refresh the maps after every ``every_n_epochs``-th epoch; not under ``fast_dev_run``.
+
+        ``fast_dev_run`` runs a few batches to find bugs, and Lightning's own checkpointing and
+        early stopping stand down for it; a pass over every training scene would dwarf those batches.
+        """
+        if trainer.fast_dev_run:
+            rank_zero_info("SaliencyRefresh: no refresh under fast_dev_run (it would predict every training scene)")
+            return
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.refresh(trainer, pl_module)
 

@@ -159,8 +159,11 @@ def test_refresh_runs_every_n_epochs(monkeypatch) -> None:
     epochs = []
     monkeypatch.setattr(callback, "refresh", lambda trainer, module: epochs.append(trainer.current_epoch))
     for epoch in range(6):
-        callback.on_train_epoch_end(SimpleNamespace(current_epoch=epoch), None)
+        callback.on_train_epoch_end(SimpleNamespace(current_epoch=epoch, fast_dev_run=False), None)
     assert epochs == [1, 3, 5]
+    for epoch in range(6):
+        callback.on_train_epoch_end(SimpleNamespace(current_epoch=epoch, fast_dev_run=1), None)
+    assert epochs == [1, 3, 5]  # fast_dev_run: a few batches, not a pass over every scene
 
 
 def test_broken_contracts_fail_with_one_line_errors(synth_root) -> None:
