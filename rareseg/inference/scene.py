@@ -7,8 +7,7 @@ that span one tile height of full-width rows. When a row of tiles is done, every
 next row of tiles is final: in bands of ``DECIDE_ROWS`` rows it is divided by its weight sum
 (separable: :func:`~rareseg.inference.tiling.coverage_weights`), decided
 (:func:`~rareseg.inference.decisions.assign_classes`) and appended to the outputs, and the
-accumulators move up. Peak memory is ``O(tile * width)``, whatever the scene
-height.
+accumulators move up. Peak memory is ``O(tile * width)``, whatever the scene height.
 
 The calling thread runs only the network. Everything else of the pass (reading strips, softmax,
 blending into the accumulators, deciding and writing finished rows) runs in order on one
@@ -189,7 +188,7 @@ def _decide(rows: _Rows, rare: Sequence[int], thresholds: Sequence[float], salie
     """Final outputs of finished rows: class mask, percent probabilities and saliency levels (nodata where invalid)."""
     valid = rows.valid
     rare_probs = rows.probs[list(rare)] / rows.weights  # weight sums are >= the window's floor > 0
-    # the weight is positive, so the argmax of the sums is the argmax of the probabilities
+    # the weight sum is positive, so the argmax of the sums is the argmax of the probabilities
     mask = np.where(valid, override_rare_classes(rows.probs.argmax(axis=0), rare_probs, rare, thresholds), NODATA).astype(np.uint8)
     percent = np.where(valid, np.rint(rare_probs / PROBABILITY_SCALE), NODATA).astype(np.uint8)
     score = rare_probs.max(axis=0) if rows.saliency is None else (rows.saliency[list(saliency_channels)] / rows.weights).max(axis=0)
