@@ -240,16 +240,9 @@ class Predictor:
         return probs.cpu().numpy(), None if saliency is None else saliency.cpu().numpy()
 
     def predict(self, tiles: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Class probabilities and rare-class saliency of a batch of raw tiles.
+        """Class probabilities and rare-class saliency of a batch of raw (B, C, H, W) tiles.
 
-        Args:
-            tiles: (B, C, H, W) pixel values in file units (DN or reflectance).
-            weights: optional (H, W) blending weights multiplied into both outputs on the device.
-
-        Returns:
-            ``softmax(logits)`` (B, K, H, W) float32 and ``sigmoid(saliency_logits)`` (B, R, H, W)
-            float32, R = number of rare classes, or None when the network has no saliency head;
-            both times ``weights`` when given.
+        :meth:`network_outputs` then :meth:`probabilities`, in one call; see them for the shapes.
         """
         return self.probabilities(self.network_outputs(tiles), weights)
 
