@@ -58,13 +58,17 @@ def record(title: str, table: str, notes: str = "") -> str:
     print(section)
     if os.environ.get("RARESEG_BENCH_NO_RECORD") != "1":
         if not RESULTS.exists():
-            RESULTS.write_text("# Benchmark results\n\nEach section is appended by a script in `benchmarks/` (`make bench`).\n")
+            RESULTS.write_text(
+                "# Benchmark results\n\nEach section is appended by a script in `benchmarks/` (`make bench`).\n"
+            )
         with RESULTS.open("a") as fh:
             fh.write(section)
     return section
 
 
-def interleaved_seconds(runs: dict[str, Callable[[], None]], warmup: int, repeats: int, device: str = "cpu") -> dict[str, list[float]]:
+def interleaved_seconds(
+    runs: dict[str, Callable[[], None]], warmup: int, repeats: int, device: str = "cpu"
+) -> dict[str, list[float]]:
     """Wall time of each run per round, rounds interleaved so machine noise hits all runs alike.
 
     Args:

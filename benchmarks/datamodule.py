@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
+from common import record
 from rasterio.transform import from_origin
 from rasterio.windows import from_bounds
 from torchgeo.samplers import RandomGeoSampler
 
-from common import record
 from rareseg.datamodules import LissIVDataModule, RareClassGeoSampler, SaliencyGuidedGeoSampler
 from rareseg.synth import generate_dataset
 
@@ -71,7 +71,10 @@ def _sampler_rows(dm: LissIVDataModule, draws: int, repeats: int) -> tuple[list[
     """Table rows of queries/s relative to RandomGeoSampler, and the rare-class index build time."""
     dataset, size = dm.train_dataset, dm.patch_size
     rare = {"class_frequencies": dm.class_frequencies, "rare_classes": dm.rare_classes}
-    random_s = _fastest(lambda: _draw_seconds(RandomGeoSampler(dataset, size, draws, generator=torch.Generator().manual_seed(0))), repeats)
+    random_s = _fastest(
+        lambda: _draw_seconds(RandomGeoSampler(dataset, size, draws, generator=torch.Generator().manual_seed(0))),
+        repeats,
+    )
     start = time.perf_counter()
     rare_sampler = RareClassGeoSampler(dataset, size, draws, generator=torch.Generator().manual_seed(0), **rare)
     build_s = time.perf_counter() - start
@@ -80,7 +83,11 @@ def _sampler_rows(dm: LissIVDataModule, draws: int, repeats: int) -> tuple[list[
     rng = np.random.default_rng(0)
     for fp in guided.footprints:
         cells = (-(-fp.rows[1] // 4), -(-fp.cols[1] // 4))
-        guided.update_saliency(fp.scene_id, rng.uniform(size=cells).astype(np.float32), from_origin(fp.left, fp.top, 4 * fp.res[0], 4 * fp.res[1]))
+        guided.update_saliency(
+            fp.scene_id,
+            rng.uniform(size=cells).astype(np.float32),
+            from_origin(fp.left, fp.top, 4 * fp.res[0], 4 * fp.res[1]),
+        )
     rows = [
         "| sampler | queries/s (relative) |",
         "|---|---|",
@@ -104,7 +111,9 @@ def main() -> None:
         root = generate_dataset(Path(tmp) / "root", num_scenes=4, size=args.scene_size, seed=0, progress=False)
         modules = {}
         for name in ("random", "rare", "saliency"):
-            modules[name] = LissIVDataModule(str(root), batch_size=8, patch_size=args.patch, length=args.crops, num_workers=0, seed=0, sampler=name)
+            modules[name] = LissIVDataModule(
+                str(root), batch_size=8, patch_size=args.patch, length=args.crops, num_workers=0, seed=0, sampler=name
+            )
             modules[name].setup("fit")
             _loader(modules[name])  # warm the file-handle cache
         dm = modules["random"]

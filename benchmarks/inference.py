@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.windows import Window
-
 from common import record
+from rasterio.windows import Window
 
 
 def _reset_peak_rss() -> None:
@@ -53,7 +52,16 @@ def _write_scenes(folder: Path, base_size: int, sizes: list[int]) -> dict[int, P
     paths = {}
     for size in sizes:
         path = folder / f"scene_{size}.tif"
-        profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint16", "nodata": IMAGE_NODATA, "crs": CRS, "transform": scene_transform(0, size)}
+        profile = {
+            "driver": "GTiff",
+            "width": size,
+            "height": size,
+            "count": 3,
+            "dtype": "uint16",
+            "nodata": IMAGE_NODATA,
+            "crs": CRS,
+            "transform": scene_transform(0, size),
+        }
         with rasterio.open(path, "w", tiled=True, blockxsize=256, blockysize=256, compress="deflate", **profile) as dst:
             for row in range(0, size, base_size):
                 for col in range(0, size, base_size):
@@ -71,8 +79,21 @@ def _predictor(decoder_channels: int):
     from rareseg.synth.scene import CLASSES
 
     torch.manual_seed(0)
-    net = SpatialAwareSegFormer(num_classes=len(CLASSES), rare_classes=(4, 5), in_channels=3, encoder_name="mit_b0", decoder_channels=decoder_channels)
-    module = RareSegModule(net=net, optimizer="adamw", num_classes=len(CLASSES), rare_classes=(4, 5), band_mean=[250.0, 200.0, 350.0], band_std=[60.0, 70.0, 110.0])
+    net = SpatialAwareSegFormer(
+        num_classes=len(CLASSES),
+        rare_classes=(4, 5),
+        in_channels=3,
+        encoder_name="mit_b0",
+        decoder_channels=decoder_channels,
+    )
+    module = RareSegModule(
+        net=net,
+        optimizer="adamw",
+        num_classes=len(CLASSES),
+        rare_classes=(4, 5),
+        band_mean=[250.0, 200.0, 350.0],
+        band_std=[60.0, 70.0, 110.0],
+    )
     return Predictor.from_module(module, device="auto")
 
 
@@ -93,7 +114,9 @@ def _bare_forward_seconds(predictor, scene: Path, tile: int, overlap: int, batch
             valid = ~nodata_pixels(strip, src.nodata)
             origins = [x0 for x0 in cols if valid[:, x0 : x0 + tile_w].any()]
             for start in range(0, len(origins), batch_size):
-                batch = np.stack([strip[:, :, x0 : x0 + tile_w] for x0 in origins[start : start + batch_size]]).astype(np.float32)
+                batch = np.stack([strip[:, :, x0 : x0 + tile_w] for x0 in origins[start : start + batch_size]]).astype(
+                    np.float32
+                )
                 batch = ((torch.from_numpy(batch) - mean) / std).to(predictor.device)
                 begin = time.perf_counter()
                 predictor.model(batch)
@@ -128,14 +151,18 @@ def _worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     predictor = _predictor(args.decoder_channels)
-    predictor.predict(np.zeros((args.batch_size, 3, args.tile, args.tile), dtype=np.float32))  # one-time kernel setup, as in a server
+    predictor.predict(
+        np.zeros((args.batch_size, 3, args.tile, args.tile), dtype=np.float32)
+    )  # one-time kernel setup, as in a server
     bare = [_bare_forward_seconds(predictor, args.scene, args.tile, args.overlap, args.batch_size)]
     pipeline, peaks = [], []
     for _ in range(args.rounds):
         _reset_peak_rss()
         with tempfile.TemporaryDirectory() as out:
             begin = time.perf_counter()
-            result = predict_scene(predictor, args.scene, out, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
+            result = predict_scene(
+                predictor, args.scene, out, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size
+            )
             pipeline.append(time.perf_counter() - begin)
         peaks.append(_peak_rss_mib())
         bare.append(_bare_forward_seconds(predictor, args.scene, args.tile, args.overlap, args.batch_size))
@@ -158,14 +185,20 @@ def _worker(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="scenes of 512, 1024 and 2048 px instead of 2048, 4096 and 8192")
-    parser.add_argument("--sizes", type=int, nargs="+", help="scene sides in pixels, multiples of the first (default 2048 4096 8192)")
+    parser.add_argument(
+        "--quick", action="store_true", help="scenes of 512, 1024 and 2048 px instead of 2048, 4096 and 8192"
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", help="scene sides in pixels, multiples of the first (default 2048 4096 8192)"
+    )
     parser.add_argument("--tile", type=int, default=256, help="tile side in pixels")
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
     parser.add_argument("--decoder-channels", type=int, default=64, help="SegFormer decoder width C (encoder mit_b0)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
-    parser.add_argument("--rounds", type=int, default=3, help="pipeline runs per size, each between two bare-forward runs")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="pipeline runs per size, each between two bare-forward runs"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scene", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -177,9 +210,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scenes = _write_scenes(Path(tmp), sizes[0], sizes)
         for size in sizes:
-            command = [sys.executable, __file__, "--worker", "--scene", str(scenes[size]), "--tile", str(args.tile), "--overlap", str(args.overlap)]
-            command += ["--batch-size", str(args.batch_size), "--decoder-channels", str(args.decoder_channels), "--threads", str(args.threads), "--rounds", str(args.rounds)]
-            run = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            command = [
+                sys.executable,
+                __file__,
+                "--worker",
+                "--scene",
+                str(scenes[size]),
+                "--tile",
+                str(args.tile),
+                "--overlap",
+                str(args.overlap),
+            ]
+            command += [
+                "--batch-size",
+                str(args.batch_size),
+                "--decoder-channels",
+                str(args.decoder_channels),
+                "--threads",
+                str(args.threads),
+                "--rounds",
+                str(args.rounds),
+            ]
+            run = json.loads(
+                subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            )
             rows.append((size, run))
     smallest_rss = rows[0][1]["peak_rss_mib"]
     speedups = [run["bf16_speedup"] for _, run in rows if "bf16_speedup" in run]
@@ -208,8 +262,7 @@ def main() -> None:
         "Pipeline = predict_scene end to end (read, normalise, forward, blend, decide, write mask/rare_prob/saliency_topk, "
         "top-k pass, overviews, previews, summary); bare = model(batch) alone on the same batches. "
         "Targets: pipeline / bare >= 0.85; peak RSS growth < 1.3x from the smallest to the largest scene "
-        "(accumulators hold one tile height of full-width rows, so memory grows with scene width only)."
-        + bf16_note,
+        "(accumulators hold one tile height of full-width rows, so memory grows with scene width only)." + bf16_note,
     )
 
 

@@ -15,9 +15,9 @@ import statistics
 
 import segmentation_models_pytorch as smp
 import torch
+from common import interleaved_seconds, paired_ratio, record
 from torch import nn
 
-from common import interleaved_seconds, paired_ratio, record
 from rareseg.models import SegmentationOutput, SpatialAwareSegFormer
 
 SALIENCY_BUDGET = 1.10
@@ -73,9 +73,7 @@ def main() -> None:
             classes=args.num_classes,
             decoder_segmentation_channels=args.decoder_channels,
         ),
-        plain: SpatialAwareSegFormer(
-            **common_kwargs, decoder_channels=args.decoder_channels, saliency=False
-        ),
+        plain: SpatialAwareSegFormer(**common_kwargs, decoder_channels=args.decoder_channels, saliency=False),
         ours: SpatialAwareSegFormer(
             **common_kwargs, rare_classes=args.rare_classes, decoder_channels=args.decoder_channels
         ),
@@ -86,10 +84,20 @@ def main() -> None:
 
     for model in models.values():
         model.eval()
-    forward = interleaved_seconds({n: functools.partial(_forward_step, m, batch) for n, m in models.items()}, args.warmup, args.repeats, str(batch.device))
+    forward = interleaved_seconds(
+        {n: functools.partial(_forward_step, m, batch) for n, m in models.items()},
+        args.warmup,
+        args.repeats,
+        str(batch.device),
+    )
     for model in models.values():
         model.train()
-    forward_backward = interleaved_seconds({n: functools.partial(_forward_backward_step, m, batch) for n, m in models.items()}, args.warmup, args.repeats, str(batch.device))
+    forward_backward = interleaved_seconds(
+        {n: functools.partial(_forward_backward_step, m, batch) for n, m in models.items()},
+        args.warmup,
+        args.repeats,
+        str(batch.device),
+    )
 
     rows = [
         "| network | parameters | forward / smp | forward / plain | fwd+bwd / smp | fwd+bwd / plain |"

@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import segmentation_models_pytorch as smp
 import torch
+from common import interleaved_seconds, paired_ratio, record
 from torch import Tensor, nn
 
-from common import interleaved_seconds, paired_ratio, record
 from rareseg.optim import CASM, rare_pixel_fraction
 
 CASM_BUDGET = 2.1
@@ -73,7 +73,9 @@ def main() -> None:
     parser.add_argument("--rare-classes", type=int, nargs="+", default=[4, 5])
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (1: steadiest on a shared machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads for torch (1: steadiest on a shared machine)"
+    )
     parser.add_argument("--quick", action="store_true", help="1 warm-up and 7 timed rounds")
     args = parser.parse_args()
     if args.quick:
@@ -82,14 +84,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    network = smp.Segformer(args.encoder, encoder_weights=None, in_channels=args.bands, classes=args.num_classes).to(device)
+    network = smp.Segformer(args.encoder, encoder_weights=None, in_channels=args.bands, classes=args.num_classes).to(
+        device
+    )
     image = torch.randn(args.batch_size, args.bands, args.size, args.size, device=device)
     target = torch.randint(0, args.num_classes, (args.batch_size, args.size, args.size), device=device)
     adamw = {"lr": 6e-4, "weight_decay": 0.01}
 
     casm_step = functools.partial(_casm_step, rare_classes=args.rare_classes)
 
-    def variant(step: Step, make: Callable[[nn.Module], torch.optim.Optimizer]) -> tuple[nn.Module, torch.optim.Optimizer, Step]:
+    def variant(
+        step: Step, make: Callable[[nn.Module], torch.optim.Optimizer]
+    ) -> tuple[nn.Module, torch.optim.Optimizer, Step]:
         model = copy.deepcopy(network).train()
         return model, make(model), step
 
@@ -102,9 +108,20 @@ def main() -> None:
             casm_step, lambda m: CASM(m.parameters(), torch.optim.AdamW, rho0=0.5, kappa=1.0, adaptive=True, **adamw)
         ),
     }
-    samples = interleaved_seconds({n: functools.partial(step, model, optimizer, (image, target)) for n, (model, optimizer, step) in variants.items()}, args.warmup, args.repeats, str(image.device))
+    samples = interleaved_seconds(
+        {
+            n: functools.partial(step, model, optimizer, (image, target))
+            for n, (model, optimizer, step) in variants.items()
+        },
+        args.warmup,
+        args.repeats,
+        str(image.device),
+    )
 
-    rows = ["| training step | forward/backward passes | time / AdamW | time / SAM floor | median ms |", "|---|---|---|---|---|"]
+    rows = [
+        "| training step | forward/backward passes | time / AdamW | time / SAM floor | median ms |",
+        "|---|---|---|---|---|",
+    ]
     for name in variants:
         passes = 1 if name == baseline else 2
         rows.append(

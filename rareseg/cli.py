@@ -18,7 +18,16 @@ from rareseg.callbacks import RareClassMetrics, ThresholdCalibrator
 from rareseg.datamodules.scenes import DataError
 
 #: Datamodule attributes linked into the task (same names on both sides).
-DATA_TO_MODEL = ("num_classes", "in_channels", "rare_classes", "class_names", "class_colors", "class_frequencies", "band_mean", "band_std")
+DATA_TO_MODEL = (
+    "num_classes",
+    "in_channels",
+    "rare_classes",
+    "class_names",
+    "class_colors",
+    "class_frequencies",
+    "band_mean",
+    "band_std",
+)
 #: Datamodule attributes linked into the network and the loss when the config names them.
 DATA_TO_NET = ("num_classes", "in_channels", "rare_classes")
 DATA_TO_LOSS = ("class_frequencies",)
@@ -36,7 +45,9 @@ class RareSegCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Link data attributes into the task, its network and its loss; add the callbacks and ``test_after_fit``."""
-        from rareseg.inference.writer import ScenePredictionWriter  # the network stack; not needed by the tool subcommands
+        from rareseg.inference.writer import (
+            ScenePredictionWriter,
+        )  # the network stack; not needed by the tool subcommands
 
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
@@ -51,7 +62,9 @@ class RareSegCLI(LightningCLI):
             parser.link_arguments(f"data.{name}", f"rare_metrics.{name}", apply_on="instantiate")
         for name in ("class_names", "rare_classes"):
             parser.link_arguments(f"data.{name}", f"threshold_calibrator.{name}", apply_on="instantiate")
-        parser.add_argument("--test_after_fit", type=bool, default=False, help="after fit, test the best checkpoint on the test split")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False, help="after fit, test the best checkpoint on the test split"
+        )
 
     def before_instantiate_classes(self) -> None:
         """One-line errors for bad ``prediction_writer`` options and, in ``predict``, a missing ``ckpt_path``.
@@ -63,20 +76,28 @@ class RareSegCLI(LightningCLI):
         config = self.config[self.subcommand]
         writer = config["prediction_writer"]
         try:
-            check_options(writer.tile, writer.overlap, writer.batch_size, writer.topk, writer.threshold, writer.preview_max_side)
+            check_options(
+                writer.tile, writer.overlap, writer.batch_size, writer.topk, writer.threshold, writer.preview_max_side
+            )
         except ValueError as err:
             self.parser.error(f"prediction_writer: {err}")
         if self.subcommand != "predict":
             return
         if not config.get("ckpt_path"):
-            self.parser.error("predict needs --ckpt_path CHECKPOINT (without it the network would predict with untrained weights)")
+            self.parser.error(
+                "predict needs --ckpt_path CHECKPOINT (without it the network would predict with untrained weights)"
+            )
         if config.get("return_predictions") is None:
             config["return_predictions"] = False
 
     def after_fit(self) -> None:
         """Optionally test the best checkpoint right after training."""
         if self.config[self.subcommand].get("test_after_fit"):
-            ckpt = "best" if self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path else None
+            ckpt = (
+                "best"
+                if self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path
+                else None
+            )
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
             self.after_test()
 
@@ -91,15 +112,21 @@ class RareSegCLI(LightningCLI):
 def _synth(argv: Sequence[str]) -> None:
     from rareseg.synth import generate_dataset
 
-    parser = argparse.ArgumentParser(prog="rareseg synth", description="Write the synthetic LISS-IV-like data set (images/, masks/, classes.yaml).")
+    parser = argparse.ArgumentParser(
+        prog="rareseg synth", description="Write the synthetic LISS-IV-like data set (images/, masks/, classes.yaml)."
+    )
     parser.add_argument("--out", default="data/liss4-synth", help="dataset root to create")
     parser.add_argument("--scenes", type=int, default=8, help="number of scenes")
     parser.add_argument("--size", type=int, default=2048, help="scene side in pixels (5.8 m each)")
     parser.add_argument("--seed", type=int, default=0, help="master seed")
-    parser.add_argument("--preview", action="store_true", help="also write previews/<scene>.png (false colour NIR-R-G and mask)")
+    parser.add_argument(
+        "--preview", action="store_true", help="also write previews/<scene>.png (false colour NIR-R-G and mask)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing root")
     args = parser.parse_args(argv)
-    root = generate_dataset(args.out, num_scenes=args.scenes, size=args.size, seed=args.seed, preview=args.preview, overwrite=args.overwrite)
+    root = generate_dataset(
+        args.out, num_scenes=args.scenes, size=args.size, seed=args.seed, preview=args.preview, overwrite=args.overwrite
+    )
     print(f"wrote {args.scenes} scenes to {root}")
 
 
@@ -169,4 +196,10 @@ def _data_error_in(err: BaseException) -> BaseException | None:
 
 def lightning_main() -> None:
     """Entry point of the generic ``lightning`` command: LightningCLI for any config."""
-    LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, save_config_kwargs={"overwrite": True})
+    LightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+    )

@@ -47,7 +47,9 @@ def checkpoint_path(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     from rareseg.datamodules import LissIVDataModule
     from rareseg.lightning_modules import RareSegModule
 
-    datamodule = LissIVDataModule(str(synth_root), batch_size=2, patch_size=64, length=2, augment=False, generate_if_missing=False)
+    datamodule = LissIVDataModule(
+        str(synth_root), batch_size=2, patch_size=64, length=2, augment=False, generate_if_missing=False
+    )
     torch.manual_seed(0)
     module = RareSegModule(
         optimizer="adamw",
@@ -59,7 +61,15 @@ def checkpoint_path(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) 
         band_mean=datamodule.band_mean,
         band_std=datamodule.band_std,
     )
-    trainer = Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, datamodule=datamodule)
     path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
     trainer.save_checkpoint(path)

@@ -15,15 +15,24 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def _tiny_run_args(root: Path, out: Path) -> list[str]:
     return [
-        "--config", str(CONFIGS / "wetlands.yaml"),
-        "--config", str(CONFIGS / "demo-cpu.yaml"),
-        "--data.init_args.root", str(root),
-        "--data.init_args.patch_size", "64",
-        "--data.init_args.batch_size", "2",
-        "--data.init_args.num_workers", "0",
-        "--model.init_args.net.init_args.decoder_channels", "32",
-        "--trainer.logger.init_args.save_dir", str(out),
-        "--trainer.default_root_dir", str(out),
+        "--config",
+        str(CONFIGS / "wetlands.yaml"),
+        "--config",
+        str(CONFIGS / "demo-cpu.yaml"),
+        "--data.init_args.root",
+        str(root),
+        "--data.init_args.patch_size",
+        "64",
+        "--data.init_args.batch_size",
+        "2",
+        "--data.init_args.num_workers",
+        "0",
+        "--model.init_args.net.init_args.decoder_channels",
+        "32",
+        "--trainer.logger.init_args.save_dir",
+        str(out),
+        "--trainer.default_root_dir",
+        str(out),
     ]
 
 
@@ -40,7 +49,9 @@ def test_fast_dev_run_on_the_wetlands_recipe(synth_root: Path, tmp_path: Path) -
 @pytest.mark.slow
 def test_fit_then_test_writes_a_checkpoint_that_reloads(synth_root: Path, tmp_path: Path) -> None:
     args = _tiny_run_args(synth_root, tmp_path)
-    cli = run_cli(["fit", *args, "--trainer.max_epochs", "1", "--data.init_args.length", "8", "--test_after_fit", "false"])
+    cli = run_cli(
+        ["fit", *args, "--trainer.max_epochs", "1", "--data.init_args.length", "8", "--test_after_fit", "false"]
+    )
     best = Path(cli.trainer.checkpoint_callback.best_model_path)
     assert best.is_file() and cli.trainer.global_step == 4
     from rareseg.lightning_modules import RareSegModule
@@ -62,14 +73,36 @@ def test_wandb_offline_run_has_per_class_curves_knobs_and_panels(synth_root: Pat
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     args = _tiny_run_args(synth_root, tmp_path)
-    run_cli(["fit", *args, "--trainer.max_epochs", "2", "--data.init_args.length", "4", "--trainer.log_every_n_steps", "1", "--test_after_fit", "false"])
+    run_cli(
+        [
+            "fit",
+            *args,
+            "--trainer.max_epochs",
+            "2",
+            "--data.init_args.length",
+            "4",
+            "--trainer.log_every_n_steps",
+            "1",
+            "--test_after_fit",
+            "false",
+        ]
+    )
     wandb.finish()
     runs = list(tmp_path.rglob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
     history = runs[0].read_bytes()
     keys = [f"val/{m}/{c}" for m in ("iou", "recall", "precision", "f1") for c in ("cropland", "water", "wetland")]
     keys += ["val/rare_recall", "val/rare_iou", "val/majority_precision", "val/miou", "train/rho", "train/p_r"]
-    keys += [f"babysitter/{k}" for k in ("criterion.lam", "criterion.delta", "optimizer.kappa", "optimizer.lr", "datamodule.sampler.salient_fraction")]
+    keys += [
+        f"babysitter/{k}"
+        for k in (
+            "criterion.lam",
+            "criterion.delta",
+            "optimizer.kappa",
+            "optimizer.lr",
+            "datamodule.sampler.salient_fraction",
+        )
+    ]
     missing = [k for k in keys if k.encode() not in history]
     assert not missing
     images = {p.name.rsplit("_", 2)[0] for p in runs[0].parent.rglob("media/images/val/*.png")}
@@ -85,25 +118,53 @@ def test_fast_dev_run_of_the_console_command_on_the_embedded_data(tmp_path: Path
 
     rareseg = Path(sys.executable).with_name("rareseg")
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    done = subprocess.run([str(rareseg), "fit", "--config", str(CONFIGS / "wetlands.yaml"), "--trainer.fast_dev_run=true"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [str(rareseg), "fit", "--config", str(CONFIGS / "wetlands.yaml"), "--trainer.fast_dev_run=true"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((tmp_path / "data" / "liss4-synth" / "images").glob("*.tif"))) == 8
     assert "max_steps=1` reached" in done.stdout + done.stderr
 
 
-
 def _predict_args(root: Path, checkpoint: Path | None, out: Path) -> list[str]:
     """`rareseg predict` on the tiny recipe with small tiles."""
-    args = ["predict", *_tiny_run_args(root, out.parent), "--prediction_writer.output_dir", str(out), "--prediction_writer.tile", "128", "--prediction_writer.overlap", "16"]
+    args = [
+        "predict",
+        *_tiny_run_args(root, out.parent),
+        "--prediction_writer.output_dir",
+        str(out),
+        "--prediction_writer.tile",
+        "128",
+        "--prediction_writer.overlap",
+        "16",
+    ]
     return args if checkpoint is None else [*args, "--ckpt_path", str(checkpoint)]
 
 
-def test_fit_then_predict_writes_the_test_split_with_the_calibrated_thresholds(synth_root: Path, tmp_path: Path, monkeypatch) -> None:
+def test_fit_then_predict_writes_the_test_split_with_the_calibrated_thresholds(
+    synth_root: Path, tmp_path: Path, monkeypatch
+) -> None:
     """`rareseg fit` then `rareseg predict --ckpt_path best.ckpt` (the CLI restores hparams only from its own checkpoints)."""
     from rareseg.inference import OUTPUTS
 
     monkeypatch.chdir(tmp_path)
-    fit = run_cli(["fit", *_tiny_run_args(synth_root, tmp_path / "fit"), "--trainer.max_epochs", "1", "--data.init_args.length", "2", "--test_after_fit", "false"])
+    fit = run_cli(
+        [
+            "fit",
+            *_tiny_run_args(synth_root, tmp_path / "fit"),
+            "--trainer.max_epochs",
+            "1",
+            "--data.init_args.length",
+            "2",
+            "--test_after_fit",
+            "false",
+        ]
+    )
     best = Path(fit.trainer.checkpoint_callback.best_model_path)
     calibrated = torch.load(best, map_location="cpu", weights_only=False)["rareseg_thresholds"]
     assert sorted(calibrated) == [4, 5]
@@ -112,7 +173,9 @@ def test_fit_then_predict_writes_the_test_split_with_the_calibrated_thresholds(s
     folder = tmp_path / "predict" / "out" / "scene_03"
     assert sorted(p.name for p in folder.iterdir()) == sorted(OUTPUTS)
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["rare_classes"] == [{"id": c, "name": n, "threshold": float(calibrated[c])} for c, n in ((4, "water"), (5, "wetland"))]
+    assert summary["rare_classes"] == [
+        {"id": c, "name": n, "threshold": float(calibrated[c])} for c, n in ((4, "water"), (5, "wetland"))
+    ]
     assert summary["threshold_source"] == "checkpoint" and summary["checkpoint"] == str(best)
     assert summary["tiles"]["size"] == [128, 128]
     index = json.loads((tmp_path / "predict" / "out" / "predictions.json").read_text())
@@ -123,10 +186,15 @@ def test_fit_then_predict_writes_the_test_split_with_the_calibrated_thresholds(s
     ("extra", "message"),
     [
         ([], "error: predict needs --ckpt_path CHECKPOINT"),
-        (["--ckpt_path", "best.ckpt", "--prediction_writer.overlap", "100"], "error: prediction_writer: overlap must be in [0, tile / 2] = [0, 64] pixels, got 100"),
+        (
+            ["--ckpt_path", "best.ckpt", "--prediction_writer.overlap", "100"],
+            "error: prediction_writer: overlap must be in [0, tile / 2] = [0, 64] pixels, got 100",
+        ),
     ],
 )
-def test_predict_usage_errors_stop_before_anything_runs(synth_root: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+def test_predict_usage_errors_stop_before_anything_runs(
+    synth_root: Path, tmp_path: Path, capsys, extra: list[str], message: str
+) -> None:
     with pytest.raises(SystemExit) as info:
         main([*_predict_args(synth_root, None, tmp_path / "out"), *extra])
     assert info.value.code == 2
@@ -135,7 +203,11 @@ def test_predict_usage_errors_stop_before_anything_runs(synth_root: Path, tmp_pa
 
 
 def test_predict_input_not_found_is_a_one_line_error(synth_root: Path, tmp_path: Path) -> None:
-    args = [*_predict_args(synth_root, tmp_path / "best.ckpt", tmp_path / "out"), "--data.init_args.predict_inputs", f"[{tmp_path / 'field.tif'}]"]
+    args = [
+        *_predict_args(synth_root, tmp_path / "best.ckpt", tmp_path / "out"),
+        "--data.init_args.predict_inputs",
+        f"[{tmp_path / 'field.tif'}]",
+    ]
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == f"rareseg: error: {tmp_path / 'field.tif'}: predict input not found"

@@ -11,21 +11,41 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 
 
 def _lightning(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "import sys; from rareseg.cli import lightning_main; sys.argv[0] = 'lightning'; lightning_main()", *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "disabled"})
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from rareseg.cli import lightning_main; sys.argv[0] = 'lightning'; lightning_main()",
+        *args,
+    ]
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "disabled"},
+    )
 
 
 def test_lightning_fits_a_module_that_is_not_rareseg(tmp_path: Path) -> None:
     run = _lightning(
         "fit",
-        "--model", "lightning.pytorch.demos.boring_classes.BoringModel",
-        "--data", "lightning.pytorch.demos.boring_classes.BoringDataModule",
-        "--trainer.max_steps", "3",
-        "--trainer.limit_val_batches", "1",
-        "--trainer.accelerator", "cpu",
-        "--trainer.logger", "false",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(tmp_path),
+        "--model",
+        "lightning.pytorch.demos.boring_classes.BoringModel",
+        "--data",
+        "lightning.pytorch.demos.boring_classes.BoringDataModule",
+        "--trainer.max_steps",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
         cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr[-2000:]

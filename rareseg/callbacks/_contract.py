@@ -8,14 +8,14 @@ one-line error that names the callback and the missing piece.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 from torch import Tensor
 
 
 def resolve_class_ids(
-    classes: Sequence[Union[int, str]],
-    class_names: Optional[Sequence[str]],
+    classes: Sequence[int | str],
+    class_names: Sequence[str] | None,
     owner: str,
     what: str,
 ) -> list[int]:
@@ -70,9 +70,7 @@ def step_output(outputs: Any, key: str, owner: str, stage: str) -> Tensor:
         ValueError: the step returned no dict or the dict lacks ``key``.
     """
     if not isinstance(outputs, Mapping):
-        raise ValueError(
-            f"{owner} needs {stage}_step to return a dict with '{key}', got {type(outputs).__name__}"
-        )
+        raise ValueError(f"{owner} needs {stage}_step to return a dict with '{key}', got {type(outputs).__name__}")
     if key not in outputs:
         raise ValueError(f"{owner} needs '{key}' in the {stage}_step output (keys: {', '.join(map(str, outputs))})")
     return outputs[key]

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Optional
-
-import torch
-from torch import Tensor
-from typing_extensions import override
+from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks.callback import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from torch import Tensor
+from typing_extensions import override
 
 from rareseg.callbacks.knob import Knob, KnobPathError
 
@@ -96,7 +95,7 @@ class Babysitter(Callback):
         mode: str = "max",
         patience: int = 2,
         min_delta: float = 0.0,
-        guard: Optional[str] = "val/majority_precision",
+        guard: str | None = "val/majority_precision",
         guard_tolerance: float = 0.02,
         cooldown: int = 1,
         restore_best_on_violation: bool = True,
@@ -131,14 +130,14 @@ class Babysitter(Callback):
         self.verbose = verbose
 
         self.best_score = -math.inf if mode == "max" else math.inf
-        self.best_epoch: Optional[int] = None
+        self.best_epoch: int | None = None
         self.best_guard = -math.inf
         self.wait_count = 0
         self.cooldown_counter = 0
         self.next_knob = 0
-        self.last_turn: Optional[dict[str, Any]] = None
+        self.last_turn: dict[str, Any] | None = None
         self.applied: dict[str, list[float]] = {}
-        self._best_state: Optional[dict[str, Tensor]] = None
+        self._best_state: dict[str, Tensor] | None = None
         self._pending: dict[str, list[float]] = {}
 
     @property
@@ -173,28 +172,28 @@ class Babysitter(Callback):
         self._best_state = None
 
     @override
-    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == TrainerFn.FITTING:
             self._validate_knobs(trainer, pl_module, ("module", "datamodule"))
 
     @override
-    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._validate_knobs(trainer, pl_module, ("optimizer",))
         self._apply_pending(trainer, pl_module)
 
     @override
-    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._apply_pending(trainer, pl_module)
 
     @override
-    def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._should_skip(trainer):
             return
         for knob in self.knobs:
             pl_module.log(f"babysitter/{knob.path}", knob.get(trainer, pl_module), on_epoch=True, sync_dist=True)
 
     @override
-    def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._should_skip(trainer):
             return
         current = self._metric(trainer, self.monitor)
@@ -229,10 +228,10 @@ class Babysitter(Callback):
             self.wait_count = 0
             self.cooldown_counter = self.cooldown
 
-    def _should_skip(self, trainer: "pl.Trainer") -> bool:
+    def _should_skip(self, trainer: pl.Trainer) -> bool:
         return trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking
 
-    def _validate_knobs(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", scopes: tuple[str, ...]) -> None:
+    def _validate_knobs(self, trainer: pl.Trainer, pl_module: pl.LightningModule, scopes: tuple[str, ...]) -> None:
         for knob in self.knobs:
             if knob.scope not in scopes:
                 continue
@@ -241,13 +240,13 @@ class Babysitter(Callback):
             except KnobPathError as error:
                 raise MisconfigurationException(f"Babysitter knob '{error.path}': {error.reason}") from error
 
-    def _apply_pending(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def _apply_pending(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         by_path = {knob.path: knob for knob in self.knobs}
         for path, values in self._pending.items():
             by_path[path].write(trainer, pl_module, values)
         self._pending = {}
 
-    def _metric(self, trainer: "pl.Trainer", name: str) -> float:
+    def _metric(self, trainer: pl.Trainer, name: str) -> float:
         logs = trainer.callback_metrics
         if name not in logs:
             available = ", ".join(sorted(logs)) or "none"
@@ -259,7 +258,7 @@ class Babysitter(Callback):
             return current > self.best_score + self.min_delta
         return current < self.best_score - self.min_delta
 
-    def _turn_next(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def _turn_next(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         reason = f"{self.monitor} has not improved on {self.best_score:.4g} for {self.wait_count} validations"
         count = len(self.knobs)
         for offset in range(count):
@@ -278,7 +277,7 @@ class Babysitter(Callback):
         self._report(trainer, f"{reason}; every knob is at its bound, nothing turned")
 
     def _revert(
-        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", turn: dict[str, Any], guard_value: float
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, turn: dict[str, Any], guard_value: float
     ) -> None:
         knob = self.knobs[turn["knob"]]
         turned = knob.get(trainer, pl_module)
@@ -299,6 +298,6 @@ class Babysitter(Callback):
                 message += " (no best weights held since the resume, weights kept)"
         self._report(trainer, message)
 
-    def _report(self, trainer: "pl.Trainer", message: str) -> None:
+    def _report(self, trainer: pl.Trainer, message: str) -> None:
         if self.verbose:
             rank_zero_info(f"Babysitter, epoch {trainer.current_epoch}: {message}")

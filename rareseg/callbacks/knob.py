@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Optional
-
-import torch
-from torch import Tensor
+from typing import Any
 
 import lightning.pytorch as pl
+import torch
+from torch import Tensor
 
 OPTIMIZER_PREFIX = "optimizer."
 DATAMODULE_PREFIX = "datamodule."
@@ -31,10 +30,10 @@ class KnobPathError(ValueError):
 
 def turn_value(
     value: float,
-    factor: Optional[float],
-    step: Optional[float],
-    minimum: Optional[float],
-    maximum: Optional[float],
+    factor: float | None,
+    step: float | None,
+    minimum: float | None,
+    maximum: float | None,
 ) -> float:
     """One turn of a knob: ``clamp(value * factor)`` or ``clamp(value + step)``.
 
@@ -51,7 +50,7 @@ def turn_value(
     return clamp_value(value * factor if factor is not None else value + step, minimum, maximum)
 
 
-def clamp_value(value: float, minimum: Optional[float], maximum: Optional[float]) -> float:
+def clamp_value(value: float, minimum: float | None, maximum: float | None) -> float:
     """``value`` limited to ``[minimum, maximum]`` (a ``None`` bound is open)."""
     if minimum is not None:
         value = max(value, minimum)
@@ -97,10 +96,10 @@ class Knob:
     def __init__(
         self,
         path: str,
-        factor: Optional[float] = None,
-        step: Optional[float] = None,
-        min: Optional[float] = None,
-        max: Optional[float] = None,
+        factor: float | None = None,
+        step: float | None = None,
+        min: float | None = None,
+        max: float | None = None,
     ) -> None:
         parts = path.split(".")
         if not path or any(not part for part in parts):
@@ -133,7 +132,7 @@ class Knob:
         head = self.path.split(".", 1)[0]
         return head if head in ("optimizer", "datamodule") else "module"
 
-    def validate(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def validate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Check that the path leads to numbers now.
 
         Raises:
@@ -141,11 +140,11 @@ class Knob:
         """
         self.read(trainer, pl_module)
 
-    def read(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> list[float]:
+    def read(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[float]:
         """Every value the path reaches (one per param group for optimizer knobs, else one)."""
         return [_as_number(self.path, container, key) for container, key in self._slots(trainer, pl_module)]
 
-    def write(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", values: Sequence[float]) -> None:
+    def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: Sequence[float]) -> None:
         """Write ``values`` exactly (no clamping), one per slot as returned by :meth:`read`.
 
         Raises:
@@ -157,11 +156,11 @@ class Knob:
         for (container, key), value in zip(slots, values):
             _assign(container, key, float(value))
 
-    def get(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> float:
+    def get(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float:
         """The current value (for optimizer knobs: the first param group of the first optimizer)."""
         return self.read(trainer, pl_module)[0]
 
-    def set(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", value: float) -> None:
+    def set(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: float) -> None:
         """Write ``value``, clamped to the bounds, to every slot."""
         clamped = clamp_value(value, self.min, self.max)
         self.write(trainer, pl_module, [clamped] * len(self._slots(trainer, pl_module)))
@@ -170,7 +169,7 @@ class Knob:
         """The values one turn would produce from ``values`` (nothing is written)."""
         return [turn_value(value, self.factor, self.step, self.min, self.max) for value in values]
 
-    def turn(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> tuple[float, float]:
+    def turn(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[float, float]:
         """Turn the knob once.
 
         Returns:
@@ -181,7 +180,7 @@ class Knob:
         self.write(trainer, pl_module, new)
         return old[0], new[0]
 
-    def _slots(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> list[tuple[Any, str]]:
+    def _slots(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[tuple[Any, str]]:
         """``(container, key)`` pairs the path reaches; dict keys for param groups, else attributes."""
         parts = self.path.split(".")
         if self.scope == "optimizer":

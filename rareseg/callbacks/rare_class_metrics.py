@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks.callback import Callback
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torchmetrics.classification import MulticlassConfusionMatrix
 from typing_extensions import override
-
-import lightning.pytorch as pl
-from lightning.pytorch.callbacks.callback import Callback
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from rareseg.callbacks._contract import resolve_class_ids, step_output
 
@@ -69,7 +68,7 @@ def per_class_scores(confusion_matrix: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def summary_scores(
-    confusion_matrix: np.ndarray, rare_classes: Sequence[int], majority_class: Optional[int] = None
+    confusion_matrix: np.ndarray, rare_classes: Sequence[int], majority_class: int | None = None
 ) -> dict[str, float]:
     """The headline scores of a confusion matrix.
 
@@ -187,11 +186,11 @@ class RareClassMetrics(Callback):
     def __init__(
         self,
         class_names: Sequence[str],
-        rare_classes: Sequence[Union[int, str]],
+        rare_classes: Sequence[int | str],
         ignore_index: int = 255,
         log_images: int = 4,
-        majority_class: Optional[Union[int, str]] = None,
-        class_colors: Optional[Sequence[Sequence[int]]] = None,
+        majority_class: int | str | None = None,
+        class_colors: Sequence[Sequence[int]] | None = None,
         preds_key: str = "preds",
         target_key: str = "target",
         image_key: str = "image",
@@ -222,7 +221,7 @@ class RareClassMetrics(Callback):
         self.target_key = target_key
         self.image_key = image_key
         self.saliency_key = saliency_key
-        self.confusion_matrix: Optional[np.ndarray] = None
+        self.confusion_matrix: np.ndarray | None = None
         self._confmat = MulticlassConfusionMatrix(num_classes=len(self.class_names), ignore_index=ignore_index)
         self._samples: list[dict[str, np.ndarray]] = []
 
@@ -246,18 +245,18 @@ class RareClassMetrics(Callback):
         return "\n".join(lines)
 
     @override
-    def on_validation_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start(pl_module)
 
     @override
-    def on_test_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start(pl_module)
 
     @override
     def on_validation_batch_end(
         self,
-        trainer: "pl.Trainer",
-        pl_module: "pl.LightningModule",
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
         outputs: Any,
         batch: Any,
         batch_idx: int,
@@ -268,8 +267,8 @@ class RareClassMetrics(Callback):
     @override
     def on_test_batch_end(
         self,
-        trainer: "pl.Trainer",
-        pl_module: "pl.LightningModule",
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
         outputs: Any,
         batch: Any,
         batch_idx: int,
@@ -278,26 +277,26 @@ class RareClassMetrics(Callback):
         self._batch_end(trainer, outputs, "test")
 
     @override
-    def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_end(trainer, pl_module, "val")
 
     @override
-    def on_test_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_end(trainer, pl_module, "test")
 
-    def _epoch_start(self, pl_module: "pl.LightningModule") -> None:
+    def _epoch_start(self, pl_module: pl.LightningModule) -> None:
         self._confmat = self._confmat.to(pl_module.device)
         self._confmat.reset()
         self._samples = []
 
-    def _batch_end(self, trainer: "pl.Trainer", outputs: Any, stage: str) -> None:
+    def _batch_end(self, trainer: pl.Trainer, outputs: Any, stage: str) -> None:
         preds = step_output(outputs, self.preds_key, "RareClassMetrics", stage)
         target = step_output(outputs, self.target_key, "RareClassMetrics", stage)
         self._confmat.update(preds.detach(), target.detach())
         if len(self._samples) < self.log_images and self._wants_figures(trainer):
             self._collect_samples(outputs, preds, target)
 
-    def _epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", prefix: str) -> None:
+    def _epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
         matrix = self._confmat.compute().cpu().numpy().astype(np.int64)
         self.confusion_matrix = matrix
         scores = per_class_scores(matrix)
@@ -313,7 +312,7 @@ class RareClassMetrics(Callback):
             self._send_figures(trainer, prefix, matrix)
         self._samples = []
 
-    def _wants_figures(self, trainer: "pl.Trainer") -> bool:
+    def _wants_figures(self, trainer: pl.Trainer) -> bool:
         return (
             not trainer.sanity_checking
             and trainer.is_global_zero
@@ -331,7 +330,7 @@ class RareClassMetrics(Callback):
                 sample["saliency"] = saliency[index].detach().float().amax(dim=0).cpu().numpy()
             self._samples.append(sample)
 
-    def _send_figures(self, trainer: "pl.Trainer", prefix: str, matrix: np.ndarray) -> None:
+    def _send_figures(self, trainer: pl.Trainer, prefix: str, matrix: np.ndarray) -> None:
         figures = {f"{prefix}/confusion_matrix": _render(self._confusion_figure(matrix))}
         if self._samples:
             figures[f"{prefix}/samples"] = _render(self._samples_figure())
@@ -394,7 +393,7 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
-def _palette(count: int, class_colors: Optional[Sequence[Sequence[int]]]) -> np.ndarray:
+def _palette(count: int, class_colors: Sequence[Sequence[int]] | None) -> np.ndarray:
     if class_colors is None:
         return np.array(
             [[round(255 * c) for c in to_rgb(DEFAULT_PALETTE[i % len(DEFAULT_PALETTE)])] for i in range(count)],

@@ -7,17 +7,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import rasterio
 import torch
 from affine import Affine
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 from rasterio.windows import Window
 from torch import Tensor
 from tqdm import tqdm
-
-import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
 
 
 def pixel_saliency(saliency_logits: Tensor) -> Tensor:
@@ -56,7 +55,9 @@ def accumulate_cells(saliency: np.ndarray, row: int, col: int, cell: int, sums: 
     span = (int(cell_rows[-1, 0]) - top + 1, int(cell_cols[0, -1]) - left + 1)
     local = ((cell_rows - top) * span[1] + (cell_cols - left)).ravel()
     size = span[0] * span[1]
-    sums[top : top + span[0], left : left + span[1]] += np.bincount(local, weights=saliency.ravel(), minlength=size).reshape(span)
+    sums[top : top + span[0], left : left + span[1]] += np.bincount(
+        local, weights=saliency.ravel(), minlength=size
+    ).reshape(span)
     counts[top : top + span[0], left : left + span[1]] += np.bincount(local, minlength=size).reshape(span)
 
 
@@ -64,7 +65,9 @@ def _saliency_logits(output: Any) -> Tensor:
     """``saliency_logits`` of a model output (attribute or mapping key)."""
     logits = output.get("saliency_logits") if isinstance(output, Mapping) else getattr(output, "saliency_logits", None)
     if logits is None:
-        raise ValueError(f"SaliencyRefresh needs the model output to carry saliency_logits (B, R, H, W); got {type(output).__name__} without them (is the saliency head enabled?)")
+        raise ValueError(
+            f"SaliencyRefresh needs the model output to carry saliency_logits (B, R, H, W); got {type(output).__name__} without them (is the saliency head enabled?)"
+        )
     return logits
 
 
@@ -103,7 +106,9 @@ class SaliencyRefresh(Callback):
         patch_size: tile side in pixels.
     """
 
-    def __init__(self, every_n_epochs: int = 1, resolution_m: float = 23.2, batch_size: int = 4, patch_size: int = 256) -> None:
+    def __init__(
+        self, every_n_epochs: int = 1, resolution_m: float = 23.2, batch_size: int = 4, patch_size: int = 256
+    ) -> None:
         super().__init__()
         for name, value in (("every_n_epochs", every_n_epochs), ("batch_size", batch_size), ("patch_size", patch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -151,7 +156,9 @@ class SaliencyRefresh(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            local = {scene_id: self._scene_map(trainer, pl_module, path, mean, std) for scene_id, path, mean, std in sources}
+            local = {
+                scene_id: self._scene_map(trainer, pl_module, path, mean, std) for scene_id, path, mean, std in sources
+            }
         finally:
             pl_module.train(was_training)
         gathered = [local]
@@ -164,7 +171,9 @@ class SaliencyRefresh(Callback):
                 self.maps[scene_id] = (saliency, transform)
 
     @torch.no_grad()
-    def _scene_map(self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: Any, mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, Affine]:
+    def _scene_map(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: Any, mean: Sequence[float], std: Sequence[float]
+    ) -> tuple[np.ndarray, Affine]:
         """Saliency map of one scene: (ceil(H/k), ceil(W/k)) float32 and its transform."""
         tile = self.patch_size
         with rasterio.open(path) as src:
@@ -175,7 +184,12 @@ class SaliencyRefresh(Callback):
             mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
             std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
             origins = [(r, c) for r in range(0, src.height, tile) for c in range(0, src.width, tile)]
-            progress = tqdm(total=len(origins), desc=f"saliency {Path(path).name}", leave=False, disable=trainer.progress_bar_callback is None or not trainer.is_global_zero)
+            progress = tqdm(
+                total=len(origins),
+                desc=f"saliency {Path(path).name}",
+                leave=False,
+                disable=trainer.progress_bar_callback is None or not trainer.is_global_zero,
+            )
             for start in range(0, len(origins), self.batch_size):
                 batch = origins[start : start + self.batch_size]
                 tiles = []
@@ -188,7 +202,9 @@ class SaliencyRefresh(Callback):
                     logits = _saliency_logits(pl_module(torch.stack(tiles).to(pl_module.device)))
                 saliency = pixel_saliency(logits).cpu().double().numpy()
                 for (r, c), values in zip(batch, saliency, strict=True):
-                    accumulate_cells(values[: min(tile, src.height - r), : min(tile, src.width - c)], r, c, cell, sums, counts)
+                    accumulate_cells(
+                        values[: min(tile, src.height - r), : min(tile, src.width - c)], r, c, cell, sums, counts
+                    )
                 progress.update(len(batch))
             progress.close()
             transform = src.transform * Affine.scale(cell)
@@ -207,13 +223,23 @@ class SaliencyRefresh(Callback):
     def _sources(trainer: pl.Trainer) -> list[tuple[str, Any, Sequence[float], Sequence[float]]]:
         sources = getattr(trainer.datamodule, "saliency_sources", None)
         if not callable(sources):
-            raise ValueError(f"SaliencyRefresh needs trainer.datamodule.saliency_sources() -> [(scene_id, image_path, band_mean, band_std)], got {type(trainer.datamodule).__name__}")
+            raise ValueError(
+                f"SaliencyRefresh needs trainer.datamodule.saliency_sources() -> [(scene_id, image_path, band_mean, band_std)], got {type(trainer.datamodule).__name__}"
+            )
         return list(sources())
 
     def state_dict(self) -> dict[str, Any]:
         """The last maps, as tensors, so a resumed run steers its sampler from the start."""
-        return {"maps": {scene_id: {"saliency": torch.from_numpy(saliency), "transform": list(transform)[:6]} for scene_id, (saliency, transform) in self.maps.items()}}
+        return {
+            "maps": {
+                scene_id: {"saliency": torch.from_numpy(saliency), "transform": list(transform)[:6]}
+                for scene_id, (saliency, transform) in self.maps.items()
+            }
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the maps saved by :meth:`state_dict`."""
-        self.maps = {scene_id: (entry["saliency"].numpy(), Affine(*entry["transform"])) for scene_id, entry in state_dict["maps"].items()}
+        self.maps = {
+            scene_id: (entry["saliency"].numpy(), Affine(*entry["transform"]))
+            for scene_id, entry in state_dict["maps"].items()
+        }

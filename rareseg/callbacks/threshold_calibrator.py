@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional, Union
-
-import numpy as np
-import torch
-from torch import Tensor
-from typing_extensions import override
+from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
+import torch
 from lightning.pytorch.callbacks.callback import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from torch import Tensor
+from typing_extensions import override
 
 from rareseg.callbacks._contract import resolve_class_ids, step_output
 
@@ -109,8 +108,8 @@ class ThresholdCalibrator(Callback):
 
     def __init__(
         self,
-        rare_classes: Sequence[Union[int, str]],
-        class_names: Optional[Sequence[str]] = None,
+        rare_classes: Sequence[int | str],
+        class_names: Sequence[str] | None = None,
         num_bins: int = 101,
         probs_key: str = "probs",
         target_key: str = "target",
@@ -129,7 +128,7 @@ class ThresholdCalibrator(Callback):
         self.ignore_index = ignore_index
         self.thresholds: dict[int, float] = {}
         self._grid = threshold_grid(num_bins)
-        self._counts: Optional[Tensor] = None
+        self._counts: Tensor | None = None
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -141,19 +140,19 @@ class ThresholdCalibrator(Callback):
 
     @override
     def on_save_checkpoint(
-        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint[CHECKPOINT_KEY] = dict(self.thresholds)
 
     @override
-    def on_validation_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._counts = None
 
     @override
     def on_validation_batch_end(
         self,
-        trainer: "pl.Trainer",
-        pl_module: "pl.LightningModule",
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
         outputs: Any,
         batch: Any,
         batch_idx: int,
@@ -171,7 +170,7 @@ class ThresholdCalibrator(Callback):
         self._counts = counts if self._counts is None else self._counts + counts
 
     @override
-    def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         counts = self._counts

@@ -2,7 +2,13 @@
 
 from rareseg.datamodules.datasets import LissIVImage, LissIVMask
 from rareseg.datamodules.liss4 import LissIVDataModule, split_scenes
-from rareseg.datamodules.predict_scenes import SceneDescriptor, SceneDescriptors, is_scene_descriptor, resolve_predict_inputs, single_scene
+from rareseg.datamodules.predict_scenes import (
+    SceneDescriptor,
+    SceneDescriptors,
+    is_scene_descriptor,
+    resolve_predict_inputs,
+    single_scene,
+)
 from rareseg.datamodules.samplers import (
     RareClassGeoSampler,
     RareClassIndex,

@@ -26,7 +26,12 @@ class _SceneRaster(RasterDataset):
 
     filename_glob = "*.tif"
 
-    def __init__(self, paths: Sequence[Path], transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None, cache: bool = True) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        cache: bool = True,
+    ) -> None:
         """Initialise over explicit scene files.
 
         Args:
@@ -38,7 +43,9 @@ class _SceneRaster(RasterDataset):
         stems = sorted(Path(p).stem for p in self.index.filepath)
         order = {stem: k for k, stem in enumerate(stems)}
         starts = [_EPOCH + pd.Timedelta(days=order[Path(p).stem]) for p in self.index.filepath]
-        self.index.index = pd.IntervalIndex.from_arrays(starts, [s + pd.Timedelta(hours=12) for s in starts], closed="both", name="datetime")
+        self.index.index = pd.IntervalIndex.from_arrays(
+            starts, [s + pd.Timedelta(hours=12) for s in starts], closed="both", name="datetime"
+        )
 
 
 class LissIVImage(_SceneRaster):

@@ -18,7 +18,13 @@ from torchgeo.datasets import IntersectionDataset
 from torchgeo.samplers import GeoSampler, GridGeoSampler, RandomGeoSampler
 
 from rareseg.datamodules.datasets import LissIVImage, LissIVMask
-from rareseg.datamodules.predict_scenes import SceneDescriptor, SceneDescriptors, is_scene_descriptor, resolve_predict_inputs, single_scene
+from rareseg.datamodules.predict_scenes import (
+    SceneDescriptor,
+    SceneDescriptors,
+    is_scene_descriptor,
+    resolve_predict_inputs,
+    single_scene,
+)
 from rareseg.datamodules.samplers import RareClassGeoSampler, SaliencyGuidedGeoSampler
 from rareseg.datamodules.scenes import IGNORE_INDEX, ClassTable, DataError, Scene, scan_root
 from rareseg.datamodules.stats import check_class_ids, load_or_compute_stats
@@ -45,7 +51,9 @@ class MarkNodata:
         return sample
 
 
-def split_scenes(stems: Sequence[str], val_scenes: Sequence[str] | None, test_scenes: Sequence[str] | None) -> dict[str, list[str]] | None:
+def split_scenes(
+    stems: Sequence[str], val_scenes: Sequence[str] | None, test_scenes: Sequence[str] | None
+) -> dict[str, list[str]] | None:
     """Assign scenes to train/val/test; None means "too few scenes, split by blocks".
 
     Without explicit lists the last ``ceil(n/8)`` stems (sorted) are the test split and the
@@ -140,7 +148,9 @@ class LissIVDataModule(GeoDataModule):
             synth_seed: seed of the generated data.
             seed: seed of the training sampler.
         """
-        super().__init__(LissIVImage, batch_size=batch_size, patch_size=patch_size, length=length, num_workers=num_workers)
+        super().__init__(
+            LissIVImage, batch_size=batch_size, patch_size=patch_size, length=length, num_workers=num_workers
+        )
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
         if not 0.0 <= salient_fraction <= 1.0:
@@ -158,10 +168,14 @@ class LissIVDataModule(GeoDataModule):
         self.seed = seed
         if not self.root.exists():
             if not generate_if_missing:
-                raise DataError(f"{self.root}: dataset root does not exist (set generate_if_missing: true or run `rareseg synth --out {self.root}`)")
+                raise DataError(
+                    f"{self.root}: dataset root does not exist (set generate_if_missing: true or run `rareseg synth --out {self.root}`)"
+                )
             from rareseg.synth import generate_dataset
 
-            rank_zero_info(f"{self.root} does not exist: generating the synthetic LISS-IV data set ({synth_scenes} scenes of {synth_size} px)")
+            rank_zero_info(
+                f"{self.root} does not exist: generating the synthetic LISS-IV data set ({synth_scenes} scenes of {synth_size} px)"
+            )
             generate_dataset(self.root, num_scenes=synth_scenes, size=synth_size, seed=synth_seed)
         self.classes = ClassTable.load(self.root / "classes.yaml")
         self.scenes = scan_root(self.root, self.classes)
@@ -175,7 +189,9 @@ class LissIVDataModule(GeoDataModule):
             self.block_rows = None
         train = [by_stem[s] for s in self.split_scenes["train"]]
         check_class_ids([s for s in self.scenes if s.stem not in self.split_scenes["train"]], self.num_classes)
-        self.stats = load_or_compute_stats(self.root, train, self.num_classes, self.block_rows["train"] if self.block_rows else (0.0, 1.0))
+        self.stats = load_or_compute_stats(
+            self.root, train, self.num_classes, self.block_rows["train"] if self.block_rows else (0.0, 1.0)
+        )
         self.nodata = self.scenes[0].nodata
         self.predict_scenes: list[SceneDescriptor] = (
             [SceneDescriptor(path=str(s.image.resolve()), name=s.stem) for s in self.scenes_of("test")]
@@ -291,7 +307,11 @@ class LissIVDataModule(GeoDataModule):
             split = evaluation[stage]
             dataset = self.split_dataset(split)
             setattr(self, f"{split}_dataset", dataset)
-            setattr(self, f"{split}_sampler", GridGeoSampler(dataset, self.patch_size, self.patch_size, roi=self.split_roi(dataset, split)))
+            setattr(
+                self,
+                f"{split}_sampler",
+                GridGeoSampler(dataset, self.patch_size, self.patch_size, roi=self.split_roi(dataset, split)),
+            )
 
     def predict_dataloader(self) -> DataLoader[SceneDescriptor]:
         """One scene descriptor per batch, in order; no worker processes.
@@ -307,10 +327,14 @@ class LissIVDataModule(GeoDataModule):
         if scenes == 0:
             raise DataError("no scene to predict: the test split is empty (set data predict_inputs or test_scenes)")
         if scenes < processes:
-            raise DataError(f"{scenes} scene(s) to predict for {processes} processes: each process needs at least one, use at most {scenes} devices")
+            raise DataError(
+                f"{scenes} scene(s) to predict for {processes} processes: each process needs at least one, use at most {scenes} devices"
+            )
         return DataLoader(self.predict_dataset, batch_size=1, shuffle=False, collate_fn=single_scene)
 
-    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, dataloader_idx: int) -> dict[str, Any]:
+    def transfer_batch_to_device(
+        self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
+    ) -> dict[str, Any]:
         """Move a batch of crops to the device; a scene descriptor stays as it is."""
         if is_scene_descriptor(batch):
             return batch
@@ -321,11 +345,23 @@ class LissIVDataModule(GeoDataModule):
         generator = torch.Generator().manual_seed(self.seed)
         if self.sampler_name == "random":
             return RandomGeoSampler(dataset, self.patch_size, self.length, roi=roi, generator=generator)
-        rare = {"class_frequencies": self.class_frequencies, "rare_classes": self.rare_classes, "temperature": self.rare_temperature}
+        rare = {
+            "class_frequencies": self.class_frequencies,
+            "rare_classes": self.rare_classes,
+            "temperature": self.rare_temperature,
+        }
         if self.sampler_name == "rare":
             return RareClassGeoSampler(dataset, self.patch_size, self.length, roi=roi, generator=generator, **rare)
         return SaliencyGuidedGeoSampler(
-            dataset, self.patch_size, self.length, self.salient_fraction, self.topk_percent, "rare", roi=roi, generator=generator, **rare
+            dataset,
+            self.patch_size,
+            self.length,
+            self.salient_fraction,
+            self.topk_percent,
+            "rare",
+            roi=roi,
+            generator=generator,
+            **rare,
         )
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:

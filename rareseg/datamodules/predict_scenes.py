@@ -85,7 +85,9 @@ def resolve_predict_inputs(inputs: Sequence[str], bands: int) -> list[SceneDescr
             if earlier is not None:
                 if earlier["path"] == resolved:
                     continue
-                raise DataError(f"{path}: has the same scene name {path.stem!r} as {earlier['path']} (outputs go to one folder per name)")
+                raise DataError(
+                    f"{path}: has the same scene name {path.stem!r} as {earlier['path']} (outputs go to one folder per name)"
+                )
             with open_geotiff(path) as src:
                 if src.count != bands:
                     raise DataError(f"{path}: has {src.count} bands, expected {bands}")

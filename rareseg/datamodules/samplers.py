@@ -37,7 +37,9 @@ _INDEX_ROWS = 1024
 _SNAP = 1e-6
 
 
-def rare_class_probabilities(class_frequencies: Sequence[float], rare_classes: Sequence[int], temperature: float) -> np.ndarray:
+def rare_class_probabilities(
+    class_frequencies: Sequence[float], rare_classes: Sequence[int], temperature: float
+) -> np.ndarray:
     """Probability of drawing each rare class: ``P(c) = exp((1 - f_c) / T) / sum_r exp((1 - f_r) / T)``.
 
     The DAFormer rare-class sampling rule, restricted to the rare classes: the rarer a class
@@ -167,7 +169,9 @@ def scene_footprints(index: Any, dataset: GeoDataset, res: tuple[float, float]) 
     """
     image_column, mask_column = _file_column(dataset, True), _file_column(dataset, False)
     if image_column is None and mask_column is None:
-        raise ValueError(f"sampler needs a RasterDataset or an IntersectionDataset of RasterDatasets, got {type(dataset).__name__}")
+        raise ValueError(
+            f"sampler needs a RasterDataset or an IntersectionDataset of RasterDatasets, got {type(dataset).__name__}"
+        )
     footprints = []
     for i in range(len(index)):
         mask_path = Path(index[mask_column].iloc[i]) if mask_column else None
@@ -180,11 +184,28 @@ def scene_footprints(index: Any, dataset: GeoDataset, res: tuple[float, float]) 
         if not np.allclose(pixel, res, rtol=1e-6):
             raise ValueError(f"{image_path}: pixel size {pixel} differs from the dataset resolution {tuple(res)}")
         xmin, ymin, xmax, ymax = index.geometry.iloc[i].bounds
-        rows = (max(0, math.ceil((transform.f - ymax) / pixel[1] - _SNAP)), min(height, math.floor((transform.f - ymin) / pixel[1] + _SNAP)))
-        cols = (max(0, math.ceil((xmin - transform.c) / pixel[0] - _SNAP)), min(width, math.floor((xmax - transform.c) / pixel[0] + _SNAP)))
+        rows = (
+            max(0, math.ceil((transform.f - ymax) / pixel[1] - _SNAP)),
+            min(height, math.floor((transform.f - ymin) / pixel[1] + _SNAP)),
+        )
+        cols = (
+            max(0, math.ceil((xmin - transform.c) / pixel[0] - _SNAP)),
+            min(width, math.floor((xmax - transform.c) / pixel[0] + _SNAP)),
+        )
         if rows[1] > rows[0] and cols[1] > cols[0]:
             interval = index.index[i]
-            footprints.append(SceneFootprint(image_path.stem, mask_path, transform.c, transform.f, pixel, rows, cols, slice(interval.left, interval.right)))
+            footprints.append(
+                SceneFootprint(
+                    image_path.stem,
+                    mask_path,
+                    transform.c,
+                    transform.f,
+                    pixel,
+                    rows,
+                    cols,
+                    slice(interval.left, interval.right),
+                )
+            )
     return footprints
 
 
@@ -206,7 +227,9 @@ class RareClassIndex:
         cumulative: per class, running pixel count over ``cells``.
     """
 
-    def __init__(self, footprints: Sequence[SceneFootprint], rare_classes: Sequence[int], probabilities: np.ndarray, cell: int) -> None:
+    def __init__(
+        self, footprints: Sequence[SceneFootprint], rare_classes: Sequence[int], probabilities: np.ndarray, cell: int
+    ) -> None:
         """Count rare pixels per cell.
 
         Args:
@@ -249,7 +272,9 @@ class RareClassIndex:
     def class_pixels(self, scene: int | None = None) -> np.ndarray:
         """Pixels of each rare class, in one scene or (None) in all, int64 shape (R,)."""
         spans = [self._span(k, scene) for k in range(len(self.rare_classes))]
-        return np.array([self._count_before(k, hi) - self._count_before(k, lo) for k, (lo, hi) in enumerate(spans)], dtype=np.int64)
+        return np.array(
+            [self._count_before(k, hi) - self._count_before(k, lo) for k, (lo, hi) in enumerate(spans)], dtype=np.int64
+        )
 
     def _span(self, k: int, scene: int | None) -> tuple[int, int]:
         """Positions in ``cells[k]`` of the cells of one scene (None: all scenes), as [lo, hi)."""
@@ -296,7 +321,9 @@ class RareClassIndex:
         window = self._readers[scene].read(1, window=Window(col0, row0, width, height))
         hits = np.flatnonzero(window == class_id)
         if nth >= hits.size:
-            raise RuntimeError(f"{footprint.mask_path}: mask changed after the rare-class sampler indexed it; rebuild the sampler")
+            raise RuntimeError(
+                f"{footprint.mask_path}: mask changed after the rare-class sampler indexed it; rebuild the sampler"
+            )
         row, col = divmod(int(hits[nth]), width)
         return row0 + row, col0 + col
 
@@ -307,11 +334,15 @@ class RareClassIndex:
         return state
 
 
-def _check_rare_arguments(class_frequencies: Sequence[float], rare_classes: Sequence[int], temperature: float, cell_size: int) -> None:
+def _check_rare_arguments(
+    class_frequencies: Sequence[float], rare_classes: Sequence[int], temperature: float, cell_size: int
+) -> None:
     if not rare_classes:
         raise ValueError("rare_classes is empty: name at least one rare class id")
     if any(not 0 <= c < len(class_frequencies) for c in rare_classes):
-        raise ValueError(f"rare_classes {list(rare_classes)} must be ids in 0..{len(class_frequencies) - 1} (the length of class_frequencies)")
+        raise ValueError(
+            f"rare_classes {list(rare_classes)} must be ids in 0..{len(class_frequencies) - 1} (the length of class_frequencies)"
+        )
     if any(not 0.0 <= f <= 1.0 for f in class_frequencies):
         raise ValueError(f"class_frequencies must lie in [0, 1], got {list(class_frequencies)}")
     if not temperature > 0:
@@ -351,11 +382,22 @@ class _FootprintSampler(GeoSampler):
         self.generator = generator
         every = scene_footprints(self.index, dataset, self.res)
         self.all_scene_ids = list(dict.fromkeys(fp.scene_id for fp in every))
-        self.footprints = [fp for fp in every if fp.rows[1] - fp.rows[0] >= self.size_px[0] and fp.cols[1] - fp.cols[0] >= self.size_px[1]]
+        self.footprints = [
+            fp
+            for fp in every
+            if fp.rows[1] - fp.rows[0] >= self.size_px[0] and fp.cols[1] - fp.cols[0] >= self.size_px[1]
+        ]
         if not self.footprints:
-            raise ValueError(f"no scene footprint (scene bounds ∩ roi) holds a {self.size_px[0]} x {self.size_px[1]} px crop")
-        self.length = length if length is not None else sum(
-            ((fp.rows[1] - fp.rows[0]) // self.size_px[0]) * ((fp.cols[1] - fp.cols[0]) // self.size_px[1]) for fp in self.footprints
+            raise ValueError(
+                f"no scene footprint (scene bounds ∩ roi) holds a {self.size_px[0]} x {self.size_px[1]} px crop"
+            )
+        self.length = (
+            length
+            if length is not None
+            else sum(
+                ((fp.rows[1] - fp.rows[0]) // self.size_px[0]) * ((fp.cols[1] - fp.cols[0]) // self.size_px[1])
+                for fp in self.footprints
+            )
         )
         areas = np.array([fp.area for fp in self.footprints], dtype=np.float64)
         self._scene_cdf = np.cumsum(areas / areas.sum())
@@ -421,11 +463,15 @@ class RareClassGeoSampler(_FootprintSampler):
         _check_rare_arguments(class_frequencies, rare_classes, temperature, cell_size)
         super().__init__(dataset, size, length, units, roi, generator)
         if any(fp.mask_path is None for fp in self.footprints):
-            raise ValueError(f"RareClassGeoSampler needs masks: pass an IntersectionDataset of images and a mask RasterDataset, got {type(dataset).__name__}")
+            raise ValueError(
+                f"RareClassGeoSampler needs masks: pass an IntersectionDataset of images and a mask RasterDataset, got {type(dataset).__name__}"
+            )
         probabilities = rare_class_probabilities(class_frequencies, rare_classes, temperature)
         self.rare_index = RareClassIndex(self.footprints, rare_classes, probabilities, cell_size)
         if self.rare_index.class_pixels().sum() == 0:
-            raise ValueError(f"no pixel of the rare classes {list(rare_classes)} lies in the sampling region of the masks")
+            raise ValueError(
+                f"no pixel of the rare classes {list(rare_classes)} lies in the sampling region of the masks"
+            )
 
     def __iter__(self) -> Iterator[GeoSlice]:
         """Yield ``len(self)`` queries, each centred on a drawn rare-class pixel."""
@@ -501,7 +547,9 @@ class SaliencyGuidedGeoSampler(_FootprintSampler):
         self.rare_index: RareClassIndex | None = None
         if fallback == "rare":
             if any(fp.mask_path is None for fp in self.footprints):
-                raise ValueError(f"fallback='rare' needs masks: pass an IntersectionDataset of images and a mask RasterDataset, got {type(dataset).__name__}")
+                raise ValueError(
+                    f"fallback='rare' needs masks: pass an IntersectionDataset of images and a mask RasterDataset, got {type(dataset).__name__}"
+                )
             probabilities = rare_class_probabilities(class_frequencies, rare_classes, temperature)
             self.rare_index = RareClassIndex(self.footprints, rare_classes, probabilities, cell_size)
         self._maps: dict[str, tuple[np.ndarray, Affine]] = {}
@@ -538,13 +586,19 @@ class SaliencyGuidedGeoSampler(_FootprintSampler):
         scenes = [k for k, fp in enumerate(self.footprints) if fp.scene_id == scene_id]
         saliency = np.asarray(saliency, dtype=np.float32)
         if saliency.ndim != 2 or saliency.size == 0:
-            raise ValueError(f"saliency map of scene {scene_id!r} must be a non-empty 2D array, got shape {saliency.shape}")
+            raise ValueError(
+                f"saliency map of scene {scene_id!r} must be a non-empty 2D array, got shape {saliency.shape}"
+            )
         transform = transform if isinstance(transform, Affine) else Affine(*transform[:6])
         if transform.b != 0 or transform.d != 0 or transform.a <= 0 or transform.e >= 0:
-            raise ValueError(f"saliency map of scene {scene_id!r} needs a north-up transform without rotation, got {tuple(transform)[:6]}")
+            raise ValueError(
+                f"saliency map of scene {scene_id!r} needs a north-up transform without rotation, got {tuple(transform)[:6]}"
+            )
         boxes = {k: self._top_boxes(self.footprints[k], saliency, transform) for k in scenes}
         if scenes and all(b.size == 0 for b in boxes.values()):
-            raise ValueError(f"saliency map of scene {scene_id!r} has no finite cell inside the scene's footprint (check its transform)")
+            raise ValueError(
+                f"saliency map of scene {scene_id!r} has no finite cell inside the scene's footprint (check its transform)"
+            )
         self._maps[scene_id] = (saliency.copy(), transform)
         for k, scene_boxes in boxes.items():
             if scene_boxes.size:

@@ -44,7 +44,9 @@ class ClassTable:
     def load(cls, path: Path) -> ClassTable:
         """Read and validate ``classes.yaml``."""
         if not path.is_file():
-            raise DataError(f"{path}: classes.yaml not found (the dataset root needs one: bands and classes with id, name, color, rare)")
+            raise DataError(
+                f"{path}: classes.yaml not found (the dataset root needs one: bands and classes with id, name, color, rare)"
+            )
         try:
             doc = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
@@ -130,15 +132,28 @@ def scan_root(root: Path, classes: ClassTable, require_masks: bool = True) -> li
     scenes = []
     for image_path in images:
         with check_image(image_path, len(classes.bands)) as img:
-            mask_path = next((p for p in (root / "masks" / f"{image_path.stem}.tif", root / "masks" / f"{image_path.stem}.tiff") if p.exists()), None)
+            mask_path = next(
+                (
+                    p
+                    for p in (root / "masks" / f"{image_path.stem}.tif", root / "masks" / f"{image_path.stem}.tiff")
+                    if p.exists()
+                ),
+                None,
+            )
             if mask_path is None:
                 if require_masks:
-                    raise DataError(f"{image_path}: no matching mask (expected {root / 'masks' / (image_path.stem + '.tif')})")
+                    raise DataError(
+                        f"{image_path}: no matching mask (expected {root / 'masks' / (image_path.stem + '.tif')})"
+                    )
             else:
                 with open_geotiff(mask_path) as msk:
                     if msk.count != 1:
                         raise DataError(f"{mask_path}: has {msk.count} bands, a mask needs 1")
-                    if (msk.height, msk.width) != (img.height, img.width) or msk.crs != img.crs or not msk.transform.almost_equals(img.transform):
+                    if (
+                        (msk.height, msk.width) != (img.height, img.width)
+                        or msk.crs != img.crs
+                        or not msk.transform.almost_equals(img.transform)
+                    ):
                         raise DataError(
                             f"{mask_path}: grid differs from its image {image_path.name} "
                             f"({msk.width}x{msk.height} {msk.crs} vs {img.width}x{img.height} {img.crs}, or a different transform)"

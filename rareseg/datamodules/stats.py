@@ -63,10 +63,14 @@ def _check_ids(mask: np.ndarray, path: Path, num_classes: int) -> None:
     """Raise a :class:`DataError` naming ``path`` if ``mask`` has an id outside 0..num_classes-1 (255 allowed)."""
     bad = (mask != IGNORE_INDEX) & (mask >= num_classes)
     if bad.any():
-        raise DataError(f"{path}: class id {int(mask[bad].max())} is not in classes.yaml (ids 0..{num_classes - 1}, 255 = ignore)")
+        raise DataError(
+            f"{path}: class id {int(mask[bad].max())} is not in classes.yaml (ids 0..{num_classes - 1}, 255 = ignore)"
+        )
 
 
-def compute_stats(scenes: Sequence[Scene], num_classes: int, rows: tuple[float, float] = (0.0, 1.0), progress: bool = True) -> DatasetStats:
+def compute_stats(
+    scenes: Sequence[Scene], num_classes: int, rows: tuple[float, float] = (0.0, 1.0), progress: bool = True
+) -> DatasetStats:
     """Compute band statistics and class frequencies over the given scenes.
 
     Args:
@@ -103,7 +107,13 @@ def compute_stats(scenes: Sequence[Scene], num_classes: int, rows: tuple[float, 
     mean = total / count
     std = np.sqrt(np.maximum(sumsq / count - mean**2, 0.0))
     frequencies = class_counts / class_counts.sum()
-    return DatasetStats(mean.tolist(), np.maximum(std, 1e-6).tolist(), frequencies.tolist(), class_counts.tolist(), _fingerprint(scenes, rows))
+    return DatasetStats(
+        mean.tolist(),
+        np.maximum(std, 1e-6).tolist(),
+        frequencies.tolist(),
+        class_counts.tolist(),
+        _fingerprint(scenes, rows),
+    )
 
 
 def check_class_ids(scenes: Sequence[Scene], num_classes: int) -> None:
@@ -116,7 +126,9 @@ def check_class_ids(scenes: Sequence[Scene], num_classes: int) -> None:
                 _check_ids(msk.read(1, window=window), scene.mask, num_classes)
 
 
-def load_or_compute_stats(root: Path, scenes: Sequence[Scene], num_classes: int, rows: tuple[float, float] = (0.0, 1.0), cache: bool = True) -> DatasetStats:
+def load_or_compute_stats(
+    root: Path, scenes: Sequence[Scene], num_classes: int, rows: tuple[float, float] = (0.0, 1.0), cache: bool = True
+) -> DatasetStats:
     """Return cached statistics from ``root/stats.json`` when still valid, else compute and cache them."""
     path = root / "stats.json"
     expected = _fingerprint(scenes, rows)

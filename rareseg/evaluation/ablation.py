@@ -60,7 +60,18 @@ ROWS: dict[int, AblationRow] = {
 """The ablation rows by number."""
 
 #: Keys every finished result JSON holds; a file without them is not finished.
-RESULT_KEYS = ("row", "seed", "budget", "config_digest", "class_names", "rare_classes", "summary", "per_class", "train_seconds", "confusion_matrix")
+RESULT_KEYS = (
+    "row",
+    "seed",
+    "budget",
+    "config_digest",
+    "class_names",
+    "rare_classes",
+    "summary",
+    "per_class",
+    "train_seconds",
+    "confusion_matrix",
+)
 
 #: Trains one (row, seed) and returns its test scores: ``train(row, seed, budget_file, workdir, config_dir)``.
 TrainFunction = Callable[[AblationRow, int, Path, Path, Path], dict[str, Any]]
@@ -118,7 +129,11 @@ def load_result(path: Path, digest: str | None = None) -> dict[str, Any] | None:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(result, dict) or result.get("complete") is not True or any(key not in result for key in RESULT_KEYS):
+    if (
+        not isinstance(result, dict)
+        or result.get("complete") is not True
+        or any(key not in result for key in RESULT_KEYS)
+    ):
         return None
     if digest is not None and result["config_digest"] != digest:
         return None
@@ -163,7 +178,12 @@ def train_row(row: AblationRow, seed: int, budget: Path, workdir: Path, config_d
     cli = run_cli(args)
     train_seconds = time.perf_counter() - start
     checkpoint = cli.trainer.checkpoint_callback
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best" if checkpoint is not None and checkpoint.best_model_path else None, verbose=False)
+    cli.trainer.test(
+        cli.model,
+        datamodule=cli.datamodule,
+        ckpt_path="best" if checkpoint is not None and checkpoint.best_model_path else None,
+        verbose=False,
+    )
     metrics = next(cb for cb in cli.trainer.callbacks if isinstance(cb, RareClassMetrics))
     matrix = metrics.confusion_matrix
     scores = per_class_scores(matrix)
@@ -172,7 +192,8 @@ def train_row(row: AblationRow, seed: int, budget: Path, workdir: Path, config_d
         "rare_classes": [metrics.class_names[c] for c in metrics.rare_classes],
         "summary": summary_scores(matrix, metrics.rare_classes, metrics.majority_class),
         "per_class": {
-            name: {key: float(scores[key][i]) for key in ("iou", "recall", "precision", "f1")} for i, name in enumerate(metrics.class_names)
+            name: {key: float(scores[key][i]) for key in ("iou", "recall", "precision", "f1")}
+            for i, name in enumerate(metrics.class_names)
         },
         "confusion_matrix": matrix.tolist(),
         "train_seconds": train_seconds,
@@ -217,9 +238,21 @@ def run_ablation(
             else:
                 log(f"row {row.number} seed {seed}: training ({row.label})")
                 scores = train(row, seed, budget, out / "runs" / path.stem, config_dir)
-                result = {"row": row.number, "label": row.label, "seed": seed, "budget": budget.name, "config_digest": digest} | scores | {"complete": True}
+                result = (
+                    {
+                        "row": row.number,
+                        "label": row.label,
+                        "seed": seed,
+                        "budget": budget.name,
+                        "config_digest": digest,
+                    }
+                    | scores
+                    | {"complete": True}
+                )
                 write_atomically(path, (json.dumps(result, indent=2) + "\n").encode())
-                log(f"row {row.number} seed {seed}: rare IoU {result['summary']['rare_iou']:.4f} in {result['train_seconds']:.0f} s")
+                log(
+                    f"row {row.number} seed {seed}: rare IoU {result['summary']['rare_iou']:.4f} in {result['train_seconds']:.0f} s"
+                )
             results.append(result)
     return results
 
@@ -261,8 +294,24 @@ def write_ablation_report(results: Sequence[dict[str, Any]], report: Path, chart
     """
     table = aggregate(results)
     rare = list(results[0]["rare_classes"]) if results else []
-    columns = [*(f"iou/{n}" for n in rare), *(f"recall/{n}" for n in rare), "rare_iou", "rare_recall", "majority_precision", "miou", "train_seconds"]
-    titles = [*(f"{n} IoU" for n in rare), *(f"{n} recall" for n in rare), "rare mean IoU", "rare mean recall", "majority precision", "mIoU", "train time (s)"]
+    columns = [
+        *(f"iou/{n}" for n in rare),
+        *(f"recall/{n}" for n in rare),
+        "rare_iou",
+        "rare_recall",
+        "majority_precision",
+        "miou",
+        "train_seconds",
+    ]
+    titles = [
+        *(f"{n} IoU" for n in rare),
+        *(f"{n} recall" for n in rare),
+        "rare mean IoU",
+        "rare mean recall",
+        "majority precision",
+        "mIoU",
+        "train time (s)",
+    ]
     budgets = sorted({result["budget"] for result in results})
     lines = [
         "# Ablation",

@@ -15,11 +15,18 @@ def evaluate_command(argv: Sequence[str]) -> None:
     from rareseg.evaluation.evaluate import evaluate
     from rareseg.evaluation.report import markdown_report
 
-    parser = argparse.ArgumentParser(prog="rareseg evaluate", description="Score a checkpoint on a split of a dataset root: per-class and per-scene scores, calibration, plots.")
+    parser = argparse.ArgumentParser(
+        prog="rareseg evaluate",
+        description="Score a checkpoint on a split of a dataset root: per-class and per-scene scores, calibration, plots.",
+    )
     parser.add_argument("--checkpoint", required=True, help="Lightning checkpoint of a RareSegModule")
     parser.add_argument("--data-root", required=True, help="dataset root (images/, masks/, classes.yaml)")
     parser.add_argument("--split", default="test", choices=SPLITS, help="split to score")
-    parser.add_argument("--out", default=None, help="folder for metrics.json, report.md and plots (default: <checkpoint folder>/evaluation-<split>)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder for metrics.json, report.md and plots (default: <checkpoint folder>/evaluation-<split>)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
     parser.add_argument("--patch-size", type=int, default=256, help="tile side in pixels")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -32,18 +39,34 @@ def evaluate_command(argv: Sequence[str]) -> None:
 
 def bench_command(argv: Sequence[str]) -> None:
     """Run ``rareseg bench ablation`` on ``argv``: train the missing (row, seed) runs, then write the report."""
-    from rareseg.evaluation.ablation import budget_file, parse_rows, prepare_budget_data, run_ablation, write_ablation_report
+    from rareseg.evaluation.ablation import (
+        budget_file,
+        parse_rows,
+        prepare_budget_data,
+        run_ablation,
+        write_ablation_report,
+    )
 
     parser = argparse.ArgumentParser(prog="rareseg bench", description="Benchmarks that train models.")
     commands = parser.add_subparsers(dest="benchmark", required=True)
-    ablation = commands.add_parser("ablation", help="ablation rows x seeds on a fixed budget, resumable; writes ABLATION.md")
+    ablation = commands.add_parser(
+        "ablation", help="ablation rows x seeds on a fixed budget, resumable; writes ABLATION.md"
+    )
     ablation.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per row")
-    ablation.add_argument("--budget", default="cpu-small", help="budget name (configs/ablations/budget-<name>.yaml: cpu-small, gpu) or a YAML path")
+    ablation.add_argument(
+        "--budget",
+        default="cpu-small",
+        help="budget name (configs/ablations/budget-<name>.yaml: cpu-small, gpu) or a YAML path",
+    )
     ablation.add_argument("--rows", default=None, help="comma-separated row numbers (default: all 11)")
-    ablation.add_argument("--out", default="benchmarks/ablation", help="folder of the per-run result JSONs, run folders and the chart")
+    ablation.add_argument(
+        "--out", default="benchmarks/ablation", help="folder of the per-run result JSONs, run folders and the chart"
+    )
     ablation.add_argument("--report", default="benchmarks/ABLATION.md", help="Markdown report to write")
     ablation.add_argument("--config-dir", default="configs", help="folder holding wetlands.yaml and ablations/")
-    ablation.add_argument("--report-only", action="store_true", help="write the report from the finished results without training")
+    ablation.add_argument(
+        "--report-only", action="store_true", help="write the report from the finished results without training"
+    )
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
@@ -57,7 +80,11 @@ def bench_command(argv: Sequence[str]) -> None:
     if args.report_only:
         from rareseg.evaluation.ablation import config_digest, load_result, result_path
 
-        found = (load_result(result_path(out, row, seed), config_digest(row, budget, config_dir)) for row in rows for seed in seeds)
+        found = (
+            load_result(result_path(out, row, seed), config_digest(row, budget, config_dir))
+            for row in rows
+            for seed in seeds
+        )
         results = [result for result in found if result is not None]
     else:
         prepare_budget_data(budget)

@@ -48,7 +48,14 @@ class SplitEvaluation:
     ranking: dict[int, ProbabilityHistogram] = field(default_factory=dict)
 
     @classmethod
-    def empty(cls, class_names: Sequence[str], rare_classes: Sequence[int], split: str, calibration_bins: int = 10, pr_bins: int = 100) -> SplitEvaluation:
+    def empty(
+        cls,
+        class_names: Sequence[str],
+        rare_classes: Sequence[int],
+        split: str,
+        calibration_bins: int = 10,
+        pr_bins: int = 100,
+    ) -> SplitEvaluation:
         """Zero counts for ``K = len(class_names)`` classes."""
         count = len(class_names)
         return cls(
@@ -71,7 +78,12 @@ class SplitEvaluation:
         """
         count = len(self.class_names)
         target = target.long()
-        matrix = multiclass_confusion_matrix(probs.argmax(dim=1), target, count, ignore_index=ignore_index).cpu().numpy().astype(np.int64)
+        matrix = (
+            multiclass_confusion_matrix(probs.argmax(dim=1), target, count, ignore_index=ignore_index)
+            .cpu()
+            .numpy()
+            .astype(np.int64)
+        )
         self.confusion_matrix += matrix
         self.scene_matrices[scene] = self.scene_matrices.get(scene, np.zeros((count, count), np.int64)) + matrix
         valid = target != ignore_index
@@ -89,7 +101,8 @@ class SplitEvaluation:
         """
         scores = per_class_scores(self.confusion_matrix)
         per_class = {
-            name: {key: _number(scores[key][i]) for key in ("iou", "recall", "precision", "f1", "support")} | {"rare": i in self.rare_classes}
+            name: {key: _number(scores[key][i]) for key in ("iou", "recall", "precision", "f1", "support")}
+            | {"rare": i in self.rare_classes}
             for i, name in enumerate(self.class_names)
         }
         scenes = {}
@@ -119,7 +132,9 @@ class SplitEvaluation:
             "split": self.split,
             "class_names": self.class_names,
             "rare_classes": [self.class_names[c] for c in self.rare_classes],
-            "summary": {key: _number(value) for key, value in summary_scores(self.confusion_matrix, self.rare_classes).items()},
+            "summary": {
+                key: _number(value) for key, value in summary_scores(self.confusion_matrix, self.rare_classes).items()
+            },
             "per_class": per_class,
             "confusion_matrix": self.confusion_matrix.tolist(),
             "per_scene": scenes,
@@ -147,7 +162,9 @@ def load_module(checkpoint: str | Path, device: torch.device) -> RareSegModule:
     try:
         module = RareSegModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any failure to rebuild is reported as one line
-        raise DataError(f"{path}: the checkpoint does not rebuild a RareSegModule ({type(err).__name__}: {_first_line(err)})") from None
+        raise DataError(
+            f"{path}: the checkpoint does not rebuild a RareSegModule ({type(err).__name__}: {_first_line(err)})"
+        ) from None
     return module.to(device).eval()
 
 
@@ -188,7 +205,14 @@ def evaluate_module(
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if batch_size < 1 or patch_size < 1:
         raise ValueError(f"batch_size and patch_size must be >= 1, got {batch_size} and {patch_size}")
-    data = LissIVDataModule(root=str(data_root), batch_size=batch_size, patch_size=patch_size, num_workers=0, generate_if_missing=False, augment=False)
+    data = LissIVDataModule(
+        root=str(data_root),
+        batch_size=batch_size,
+        patch_size=patch_size,
+        num_workers=0,
+        generate_if_missing=False,
+        augment=False,
+    )
     hparams = module.hparams
     if data.num_classes != hparams.num_classes or data.in_channels != hparams.in_channels:
         raise DataError(
@@ -197,17 +221,37 @@ def evaluate_module(
     scenes = data.scenes_of(split)
     if not scenes:
         raise DataError(f"{data_root}: the {split} split has no scenes")
-    mean = torch.tensor(hparams.band_mean if hparams.band_mean is not None else data.band_mean, dtype=torch.float32, device=module.device)
-    std = torch.tensor(hparams.band_std if hparams.band_std is not None else data.band_std, dtype=torch.float32, device=module.device)
+    mean = torch.tensor(
+        hparams.band_mean if hparams.band_mean is not None else data.band_mean,
+        dtype=torch.float32,
+        device=module.device,
+    )
+    std = torch.tensor(
+        hparams.band_std if hparams.band_std is not None else data.band_std, dtype=torch.float32, device=module.device
+    )
     result = SplitEvaluation.empty(data.class_names, list(module.rare_classes), split, calibration_bins, pr_bins)
     loaders = []
     for scene in scenes:
-        dataset = IntersectionDataset(LissIVImage([scene.image]), LissIVMask([scene.mask]), transforms=MarkNodata(data.nodata))
+        dataset = IntersectionDataset(
+            LissIVImage([scene.image]), LissIVMask([scene.mask]), transforms=MarkNodata(data.nodata)
+        )
         sampler = GridGeoSampler(dataset, patch_size, patch_size, roi=data.split_roi(dataset, split))
         if len(sampler) == 0:
-            raise DataError(f"{scene.image}: no {patch_size} px tile fits the {split} part of this scene (use a smaller --patch-size)")
-        loaders.append((scene.stem, DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=stack_samples)))
-    with tqdm(total=sum(len(loader.sampler) for _, loader in loaders), desc=f"evaluate {split}", unit="tile", disable=not progress) as bar, torch.no_grad():
+            raise DataError(
+                f"{scene.image}: no {patch_size} px tile fits the {split} part of this scene (use a smaller --patch-size)"
+            )
+        loaders.append(
+            (scene.stem, DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=stack_samples))
+        )
+    with (
+        tqdm(
+            total=sum(len(loader.sampler) for _, loader in loaders),
+            desc=f"evaluate {split}",
+            unit="tile",
+            disable=not progress,
+        ) as bar,
+        torch.no_grad(),
+    ):
         for stem, loader in loaders:
             for batch in loader:
                 image = (batch["image"].to(module.device, torch.float32) - mean[:, None, None]) / std[:, None, None]

@@ -74,7 +74,9 @@ def markdown_report(scores: dict[str, Any]) -> str:
     ]
     for name, row in scores["per_class"].items():
         label = f"{name}*" if name in rare else name
-        lines.append(f"| {label} | {_fmt(row['iou'])} | {_fmt(row['recall'])} | {_fmt(row['precision'])} | {_fmt(row['f1'])} | {int(row['support'])} |")
+        lines.append(
+            f"| {label} | {_fmt(row['iou'])} | {_fmt(row['recall'])} | {_fmt(row['precision'])} | {_fmt(row['f1'])} | {int(row['support'])} |"
+        )
     lines += ["", "## Rare-class probabilities", "", "| class | ECE | average precision |", "|---|---:|---:|"]
     for name, table in scores["rare_probabilities"].items():
         lines.append(f"| {name} | {_fmt(table['ece'])} | {_fmt(table['average_precision'])} |")
@@ -104,7 +106,9 @@ def confusion_figure(scores: dict[str, Any]) -> Figure:
     axes.set_ylabel("truth")
     for row, column in np.ndindex(normalised.shape):
         value = normalised[row, column]
-        axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value > 0.5 else "black")
+        axes.text(
+            column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value > 0.5 else "black"
+        )
     figure.colorbar(shown, ax=axes, label="fraction of truth row")
     figure.tight_layout()
     return figure

@@ -51,11 +51,15 @@ class ProbabilityHistogram:
         bins = np.clip((probs * self.num_bins).astype(np.int64), 0, self.num_bins - 1)
         self.counts += np.bincount(bins, minlength=self.num_bins)
         self.prob_sums += np.bincount(bins, weights=probs, minlength=self.num_bins)
-        self.positives += np.bincount(bins, weights=np.asarray(is_positive, bool).ravel(), minlength=self.num_bins).astype(np.int64)
+        self.positives += np.bincount(
+            bins, weights=np.asarray(is_positive, bool).ravel(), minlength=self.num_bins
+        ).astype(np.int64)
 
     def __add__(self, other: ProbabilityHistogram) -> ProbabilityHistogram:
         """Pixel-wise sum of two histograms with the same bins."""
-        return ProbabilityHistogram(self.counts + other.counts, self.prob_sums + other.prob_sums, self.positives + other.positives)
+        return ProbabilityHistogram(
+            self.counts + other.counts, self.prob_sums + other.prob_sums, self.positives + other.positives
+        )
 
 
 def reliability(histogram: ProbabilityHistogram) -> dict[str, np.ndarray | float]:
@@ -78,7 +82,11 @@ def reliability(histogram: ProbabilityHistogram) -> dict[str, np.ndarray | float
         frequency = histogram.positives / counts
     total = counts.sum()
     filled = counts > 0
-    ece = float(np.sum(counts[filled] / total * np.abs(confidence[filled] - frequency[filled]))) if total else float("nan")
+    ece = (
+        float(np.sum(counts[filled] / total * np.abs(confidence[filled] - frequency[filled])))
+        if total
+        else float("nan")
+    )
     return {
         "confidence": confidence,
         "frequency": frequency,
@@ -112,7 +120,9 @@ def precision_recall_curve(histogram: ProbabilityHistogram) -> dict[str, np.ndar
         recall = true_positive / positives if positives else np.full_like(true_positive, np.nan)
     next_recall = np.append(recall[1:], 0.0)
     defined = ~np.isnan(precision)
-    average_precision = float(np.sum((recall - next_recall)[defined] * precision[defined])) if positives else float("nan")
+    average_precision = (
+        float(np.sum((recall - next_recall)[defined] * precision[defined])) if positives else float("nan")
+    )
     return {
         "thresholds": np.arange(histogram.num_bins) / histogram.num_bins,
         "precision": precision,

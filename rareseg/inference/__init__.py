@@ -1,7 +1,20 @@
 """Whole-scene tiled prediction to georeferenced GeoTIFFs with bounded memory."""
 
-from rareseg.inference.decisions import assign_classes, nodata_pixels, override_rare_classes, quantise_saliency, topk_level
-from rareseg.inference.predictor import DEFAULT_THRESHOLD, THRESHOLDS_KEY, Predictor, load_predictor, resolve_device, resolve_precision
+from rareseg.inference.decisions import (
+    assign_classes,
+    nodata_pixels,
+    override_rare_classes,
+    quantise_saliency,
+    topk_level,
+)
+from rareseg.inference.predictor import (
+    DEFAULT_THRESHOLD,
+    THRESHOLDS_KEY,
+    Predictor,
+    load_predictor,
+    resolve_device,
+    resolve_precision,
+)
 from rareseg.inference.rasters import BlockRowWriter, overview_factors
 from rareseg.inference.scene import OUTPUTS, InferenceCancelled, SceneResult, check_options, predict_scene
 from rareseg.inference.summary import areas_hectares, pixel_area_m2

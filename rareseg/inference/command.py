@@ -19,15 +19,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--checkpoint", required=True, help="RareSegModule checkpoint (.ckpt)")
     parser.add_argument("--input", required=True, help="scene GeoTIFF (bands in the checkpoint's order)")
-    parser.add_argument("--out", required=True, help="output folder (created; finished outputs are replaced only at the end)")
+    parser.add_argument(
+        "--out", required=True, help="output folder (created; finished outputs are replaced only at the end)"
+    )
     parser.add_argument("--tile", type=int, default=512, help="tile side in pixels")
     parser.add_argument("--overlap", type=int, default=64, help="pixels shared by neighbouring tiles (at most tile/2)")
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="32", choices=("32", "bf16"), help="bf16: autocast on CUDA or CPU (about 2x faster on CPUs with native bf16, slower on others)")
-    parser.add_argument("--threshold", type=float, default=None, help="probability threshold for every selected rare class (default: the checkpoint's calibrated thresholds, else 0.5)")
-    parser.add_argument("--rare-classes", default=None, help="comma-separated rare class names to output (default: all of the checkpoint's)")
-    parser.add_argument("--topk", type=float, default=10.0, help="percentage of valid pixels marked in saliency_topk.tif")
+    parser.add_argument(
+        "--precision",
+        default="32",
+        choices=("32", "bf16"),
+        help="bf16: autocast on CUDA or CPU (about 2x faster on CPUs with native bf16, slower on others)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="probability threshold for every selected rare class (default: the checkpoint's calibrated thresholds, else 0.5)",
+    )
+    parser.add_argument(
+        "--rare-classes",
+        default=None,
+        help="comma-separated rare class names to output (default: all of the checkpoint's)",
+    )
+    parser.add_argument(
+        "--topk", type=float, default=10.0, help="percentage of valid pixels marked in saliency_topk.tif"
+    )
     parser.add_argument("--preview-side", type=int, default=1024, help="longer side of the PNG previews in pixels")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -44,7 +62,12 @@ def infer_command(argv: Sequence[str]) -> None:
         parser.error(str(err))
     predictor = load_predictor(args.checkpoint, device=args.device, precision=args.precision)
     rare = None if args.rare_classes is None else [name for name in args.rare_classes.split(",") if name.strip()]
-    with tqdm(total=100, desc="infer", bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]", disable=args.quiet) as bar:
+    with tqdm(
+        total=100,
+        desc="infer",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+        disable=args.quiet,
+    ) as bar:
 
         def progress(fraction: float) -> None:
             bar.update(round(100 * fraction) - bar.n)
@@ -63,4 +86,6 @@ def infer_command(argv: Sequence[str]) -> None:
             progress=progress,
         )
     summary = result.summary
-    print(f"wrote {len(result.outputs)} files to {result.out_dir} ({summary['tiles']['predicted']} tiles, {summary['seconds']:.1f} s, {summary['megapixels_per_second']:.2f} MPix/s)")
+    print(
+        f"wrote {len(result.outputs)} files to {result.out_dir} ({summary['tiles']['predicted']} tiles, {summary['seconds']:.1f} s, {summary['megapixels_per_second']:.2f} MPix/s)"
+    )

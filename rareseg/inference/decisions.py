@@ -29,7 +29,9 @@ def assign_classes(probs: np.ndarray, rare_classes: Sequence[int], thresholds: S
     return override_rare_classes(probs.argmax(axis=0), probs[list(rare_classes)], rare_classes, thresholds)
 
 
-def override_rare_classes(classes: np.ndarray, rare_probs: np.ndarray, rare_classes: Sequence[int], thresholds: Sequence[float]) -> np.ndarray:
+def override_rare_classes(
+    classes: np.ndarray, rare_probs: np.ndarray, rare_classes: Sequence[int], thresholds: Sequence[float]
+) -> np.ndarray:
     """The threshold rule of :func:`assign_classes` applied to precomputed argmax classes.
 
     Lets a caller take the argmax of anything with the same per-pixel order as the probabilities
@@ -45,7 +47,9 @@ def override_rare_classes(classes: np.ndarray, rare_probs: np.ndarray, rare_clas
         (H, W) int64 class ids.
     """
     if len(rare_classes) != len(thresholds) or len(rare_classes) != len(rare_probs):
-        raise ValueError(f"override_rare_classes: {len(rare_classes)} rare classes, {len(rare_probs)} probability planes, {len(thresholds)} thresholds")
+        raise ValueError(
+            f"override_rare_classes: {len(rare_classes)} rare classes, {len(rare_probs)} probability planes, {len(thresholds)} thresholds"
+        )
     result = classes.astype(np.int64)
     best = np.full(classes.shape, -np.inf, dtype=rare_probs.dtype)
     for class_id, plane, threshold in zip(rare_classes, rare_probs, thresholds):

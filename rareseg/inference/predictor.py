@@ -128,10 +128,14 @@ class Predictor:
         resolved = resolve_device(device)
         mean, std = hparams.get("band_mean"), hparams.get("band_std")
         if mean is None or std is None:
-            warnings.warn("the checkpoint stores no band statistics (band_mean/band_std); inputs are not normalised", stacklevel=2)
+            warnings.warn(
+                "the checkpoint stores no band statistics (band_mean/band_std); inputs are not normalised", stacklevel=2
+            )
             mean, std = [0.0] * in_channels, [1.0] * in_channels
         if len(mean) != in_channels or len(std) != in_channels:
-            raise DataError(f"checkpoint band statistics have {len(mean)}/{len(std)} values for {in_channels} input bands")
+            raise DataError(
+                f"checkpoint band statistics have {len(mean)}/{len(std)} values for {in_channels} input bands"
+            )
         names = hparams.get("class_names") or [f"class_{i}" for i in range(num_classes)]
         colours = hparams.get("class_colors") or _default_colours(num_classes)
         return cls(
@@ -217,7 +221,9 @@ class Predictor:
         return out if isinstance(out, SegmentationOutput) else SegmentationOutput(out, None)
 
     @torch.inference_mode()
-    def probabilities(self, outputs: SegmentationOutput, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def probabilities(
+        self, outputs: SegmentationOutput, weights: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Class probabilities and rare-class saliency of :meth:`network_outputs`, on the host.
 
         Needs no lock on the model, so a pipeline can run it on another thread while the network
@@ -253,13 +259,17 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types (pickle, zip, EOF) for a bad file
-        raise DataError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        raise DataError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise DataError(f"{path}: not a Lightning checkpoint of a RareSegModule (no state_dict/hyper_parameters)")
     return checkpoint
 
 
-def load_predictor(checkpoint: str | Path, device: str | torch.device = "auto", precision: str = "32", net: nn.Module | None = None) -> Predictor:
+def load_predictor(
+    checkpoint: str | Path, device: str | torch.device = "auto", precision: str = "32", net: nn.Module | None = None
+) -> Predictor:
     """Load a RareSegModule checkpoint for inference.
 
     The network is rebuilt by ``RareSegModule.load_from_checkpoint`` from the checkpoint's
@@ -288,5 +298,9 @@ def load_predictor(checkpoint: str | Path, device: str | torch.device = "auto", 
             warnings.filterwarnings("ignore", message=r"Attribute '\w+' is an instance of `nn.Module`")
             module = RareSegModule.load_from_checkpoint(path, map_location="cpu", weights_only=False, **overrides)
     except RuntimeError as err:
-        raise DataError(f"{path}: the weights do not fit the network rebuilt from the checkpoint ({str(err).splitlines()[0]})") from None
-    return Predictor.from_module(module, device=device, precision=precision, thresholds=raw.get(THRESHOLDS_KEY), checkpoint=path)
+        raise DataError(
+            f"{path}: the weights do not fit the network rebuilt from the checkpoint ({str(err).splitlines()[0]})"
+        ) from None
+    return Predictor.from_module(
+        module, device=device, precision=precision, thresholds=raw.get(THRESHOLDS_KEY), checkpoint=path
+    )

@@ -13,7 +13,6 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-
 #: Side of the square internal tiles of every output GeoTIFF, in pixels.
 BLOCK = 256
 #: Smallest overview side: overviews halve the scene until its longer side would drop below this.
@@ -107,7 +106,9 @@ def _write_palette_png(png_path: Path, indices: np.ndarray, palette: np.ndarray,
     image.save(png_path, format="png", transparency=transparent, **PNG_OPTIONS)
 
 
-def write_mask_preview(mask_path: Path, png_path: Path, colours: Sequence[tuple[int, int, int]], max_side: int, nodata: int = 255) -> None:
+def write_mask_preview(
+    mask_path: Path, png_path: Path, colours: Sequence[tuple[int, int, int]], max_side: int, nodata: int = 255
+) -> None:
     """Palette PNG of the class mask in its class colours (``nodata`` transparent), longer side at most ``max_side``."""
     with rasterio.open(mask_path) as src:
         mask = src.read(1, out_shape=_decimated_shape(src.height, src.width, max_side), resampling=Resampling.nearest)
@@ -120,7 +121,9 @@ def write_probability_preview(prob_path: Path, png_path: Path, max_side: int, no
     The bands hold integer percent (0..100), so the preview is exact with one palette entry per percent.
     """
     with rasterio.open(prob_path) as src:
-        percent = src.read(out_shape=(src.count, *_decimated_shape(src.height, src.width, max_side)), resampling=Resampling.nearest)
+        percent = src.read(
+            out_shape=(src.count, *_decimated_shape(src.height, src.width, max_side)), resampling=Resampling.nearest
+        )
         scale = src.scales[0]
     # nodata is shared by every band, and valid percentages are <= 100 < nodata
     highest = np.where(percent[0] != nodata, percent.max(axis=0), nodata)

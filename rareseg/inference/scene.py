@@ -48,9 +48,22 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from rareseg.datamodules.scenes import DataError, open_geotiff
-from rareseg.inference.decisions import SALIENCY_LEVELS, nodata_pixels, override_rare_classes, quantise_saliency, topk_level
+from rareseg.inference.decisions import (
+    SALIENCY_LEVELS,
+    nodata_pixels,
+    override_rare_classes,
+    quantise_saliency,
+    topk_level,
+)
 from rareseg.inference.predictor import Predictor
-from rareseg.inference.rasters import BLOCK, BlockRowWriter, build_overviews, output_profile, write_mask_preview, write_probability_preview
+from rareseg.inference.rasters import (
+    BLOCK,
+    BlockRowWriter,
+    build_overviews,
+    output_profile,
+    write_mask_preview,
+    write_probability_preview,
+)
 from rareseg.inference.summary import areas_hectares, pixel_area_m2
 from rareseg.inference.tiling import blend_window, coverage_weights, tile_origins
 from rareseg.models import SegmentationOutput
@@ -96,7 +109,9 @@ class SceneResult:
     summary: dict[str, Any]
 
 
-def check_options(tile: int, overlap: int, batch_size: int, topk: float, threshold: float | None = None, preview_max_side: int = 1024) -> None:
+def check_options(
+    tile: int, overlap: int, batch_size: int, topk: float, threshold: float | None = None, preview_max_side: int = 1024
+) -> None:
     """Validate the tiling and output options of :func:`predict_scene`; raises a one-line ValueError."""
     if tile < 16:
         raise ValueError(f"tile must be >= 16 pixels, got {tile}")
@@ -184,14 +199,22 @@ class _Decisions:
     valid: np.ndarray
 
 
-def _decide(rows: _Rows, rare: Sequence[int], thresholds: Sequence[float], saliency_channels: Sequence[int]) -> _Decisions:
+def _decide(
+    rows: _Rows, rare: Sequence[int], thresholds: Sequence[float], saliency_channels: Sequence[int]
+) -> _Decisions:
     """Final outputs of finished rows: class mask, percent probabilities and saliency levels (nodata where invalid)."""
     valid = rows.valid
     rare_probs = rows.probs[list(rare)] / rows.weights  # weight sums are >= the window's floor > 0
     # the weight sum is positive, so the argmax of the sums is the argmax of the probabilities
-    mask = np.where(valid, override_rare_classes(rows.probs.argmax(axis=0), rare_probs, rare, thresholds), NODATA).astype(np.uint8)
+    mask = np.where(
+        valid, override_rare_classes(rows.probs.argmax(axis=0), rare_probs, rare, thresholds), NODATA
+    ).astype(np.uint8)
     percent = np.where(valid, np.rint(rare_probs / PROBABILITY_SCALE), NODATA).astype(np.uint8)
-    score = rare_probs.max(axis=0) if rows.saliency is None else (rows.saliency[list(saliency_channels)] / rows.weights).max(axis=0)
+    score = (
+        rare_probs.max(axis=0)
+        if rows.saliency is None
+        else (rows.saliency[list(saliency_channels)] / rows.weights).max(axis=0)
+    )
     levels = np.where(valid, quantise_saliency(score), SALIENCY_NODATA).astype(np.uint16)
     return _Decisions(mask, percent, levels, valid)
 
@@ -199,7 +222,9 @@ def _decide(rows: _Rows, rare: Sequence[int], thresholds: Sequence[float], salie
 class _OutputRows:
     """Appends decided rows to ``mask.tif``, ``rare_prob.tif`` and the saliency scratch file; counts classes and saliency levels."""
 
-    def __init__(self, mask_rows: BlockRowWriter, prob_rows: BlockRowWriter, scratch: BinaryIO, num_classes: int) -> None:
+    def __init__(
+        self, mask_rows: BlockRowWriter, prob_rows: BlockRowWriter, scratch: BinaryIO, num_classes: int
+    ) -> None:
         self.class_counts = np.zeros(num_classes, dtype=np.int64)
         self.histogram = np.zeros(SALIENCY_LEVELS + 1, dtype=np.int64)
         self.mask_rows, self.prob_rows, self.scratch = mask_rows, prob_rows, scratch
@@ -222,13 +247,21 @@ class _PassResult:
     saliency_head: bool
 
 
-def _describe_outputs(mask: rasterio.io.DatasetWriter, probs: rasterio.io.DatasetWriter, predictor: Predictor, rare: Sequence[int], thresholds: Sequence[float]) -> None:
+def _describe_outputs(
+    mask: rasterio.io.DatasetWriter,
+    probs: rasterio.io.DatasetWriter,
+    predictor: Predictor,
+    rare: Sequence[int],
+    thresholds: Sequence[float],
+) -> None:
     """Colour table, class names, band descriptions, scales and thresholds of the mask and probability files."""
     names = predictor.class_names
     mask.set_band_description(1, "class")
     mask.update_tags(class_names=json.dumps(list(names)))
     mask.update_tags(1, **{f"class_{i}": name for i, name in enumerate(names)})
-    mask.write_colormap(1, {**{i: (*colour, 255) for i, colour in enumerate(predictor.class_colors)}, NODATA: (0, 0, 0, 0)})
+    mask.write_colormap(
+        1, {**{i: (*colour, 255) for i, colour in enumerate(predictor.class_colors)}, NODATA: (0, 0, 0, 0)}
+    )
     probs.descriptions = tuple(names[c] for c in rare)
     probs.scales = (PROBABILITY_SCALE,) * len(rare)
     probs.offsets = (0.0,) * len(rare)
@@ -317,7 +350,9 @@ def _prediction_pass(
                 for start in range(0, finished, DECIDE_ROWS):
                     stop = min(start + DECIDE_ROWS, finished)
                     weights = np.outer(row_weights[y0 + start : y0 + stop], col_weights)
-                    writer.append(_decide(acc.rows(start, stop, weights, valid[start:stop]), rare, thresholds, saliency_channels))
+                    writer.append(
+                        _decide(acc.rows(start, stop, weights, valid[start:stop]), rare, thresholds, saliency_channels)
+                    )
                 acc.advance(finished)
 
             reading = worker.submit(read_strip, rows[0])
@@ -332,7 +367,9 @@ def _prediction_pass(
                     if cancelled():
                         raise InferenceCancelled("prediction cancelled")
                     group = origins[start : start + batch_size]
-                    outputs = predictor.network_outputs(np.stack([strip[:, :, x0 : x0 + tile_w] for x0 in group], dtype=np.float32))
+                    outputs = predictor.network_outputs(
+                        np.stack([strip[:, :, x0 : x0 + tile_w] for x0 in group], dtype=np.float32)
+                    )
                     worker.submit(accumulate, outputs, group)
                     predicted += len(group)
                     report(PREDICTION_SHARE * (visited + start + len(group)) / total)
@@ -369,7 +406,9 @@ def _topk_pass(src: rasterio.DatasetReader, staging: Path, level: int | None, ca
     (staging / _SCRATCH).unlink()
 
 
-def _finish_mask_and_probabilities(staging: Path, class_colors: Sequence[tuple[int, int, int]], preview_max_side: int) -> None:
+def _finish_mask_and_probabilities(
+    staging: Path, class_colors: Sequence[tuple[int, int, int]], preview_max_side: int
+) -> None:
     """Overviews of ``mask.tif`` and ``rare_prob.tif``, then their previews (read from the overviews)."""
     build_overviews(staging / "mask.tif", Resampling.nearest)
     build_overviews(staging / "rare_prob.tif", Resampling.average)
@@ -391,7 +430,9 @@ def _grid_summary(src: rasterio.DatasetReader, class_counts: np.ndarray, class_n
         "nodata_pixels": src.width * src.height - valid,
         "classes": [
             {"id": i, "name": name, "pixels": int(count), "area_ha": area}
-            for i, (name, count, area) in enumerate(zip(class_names, class_counts, areas_hectares(class_counts, pixel_area)))
+            for i, (name, count, area) in enumerate(
+                zip(class_names, class_counts, areas_hectares(class_counts, pixel_area))
+            )
         ],
     }
 
@@ -477,7 +518,9 @@ def predict_scene(
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_scene(input_path, predictor.in_channels) as src:
             staging = _staging_dir(out_dir)
             try:
-                result = _prediction_pass(predictor, src, staging, tile, overlap, batch_size, rare, thresholds, report, cancelled)
+                result = _prediction_pass(
+                    predictor, src, staging, tile, overlap, batch_size, rare, thresholds, report, cancelled
+                )
                 level = topk_level(result.histogram, topk)
                 # every valid pixel is in the histogram, so the pixels at or above the cut are counted there
                 selected = 0 if level is None else int(result.histogram[level:].sum())
@@ -492,7 +535,9 @@ def predict_scene(
                     "input": str(input_path),
                     "checkpoint": None if predictor.checkpoint is None else str(predictor.checkpoint),
                     **_grid_summary(src, result.class_counts, predictor.class_names),
-                    "rare_classes": [{"id": c, "name": predictor.class_names[c], "threshold": t} for c, t in zip(rare, thresholds)],
+                    "rare_classes": [
+                        {"id": c, "name": predictor.class_names[c], "threshold": t} for c, t in zip(rare, thresholds)
+                    ],
                     "threshold_source": threshold_source,
                     "topk": {
                         "percent": topk,

@@ -30,7 +30,9 @@ def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
         cover ``[0, length)`` and neighbours overlap by at least ``overlap`` pixels.
     """
     if length < 1 or tile < 1 or not 0 <= overlap < tile:
-        raise ValueError(f"tile_origins: need length >= 1, tile >= 1 and 0 <= overlap < tile, got {length}, {tile}, {overlap}")
+        raise ValueError(
+            f"tile_origins: need length >= 1, tile >= 1 and 0 <= overlap < tile, got {length}, {tile}, {overlap}"
+        )
     if length <= tile:
         return [0]
     stride = tile - overlap

@@ -97,7 +97,9 @@ class ScenePredictionWriter(BasePredictionWriter):
         try:
             self._precision = resolve_precision(precision)
         except ValueError:
-            raise ValueError(f"ScenePredictionWriter: trainer precision {precision!r} is not supported for scene prediction (use 32-true or bf16-mixed)") from None
+            raise ValueError(
+                f"ScenePredictionWriter: trainer precision {precision!r} is not supported for scene prediction (use 32-true or bf16-mixed)"
+            ) from None
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         """Keep the calibrated ``{class_id: threshold}`` of the checkpoint being restored."""
@@ -127,7 +129,9 @@ class ScenePredictionWriter(BasePredictionWriter):
         """Predict the scene named by ``prediction`` into ``output_dir/<name>/``."""
         if not is_scene_descriptor(prediction):
             if not self._warned:
-                rank_zero_warn("ScenePredictionWriter: predict_step did not return a scene descriptor {'path', 'name'}; nothing is written for such batches")
+                rank_zero_warn(
+                    "ScenePredictionWriter: predict_step did not return a scene descriptor {'path', 'name'}; nothing is written for such batches"
+                )
                 self._warned = True
             return
         assert self._predictor is not None, "on_predict_start builds the predictor"
@@ -155,7 +159,9 @@ class ScenePredictionWriter(BasePredictionWriter):
             staging = self.output_dir / f".{INDEX_NAME}.tmp"
             staging.write_text(json.dumps(index, indent=2) + "\n")
             os.replace(staging, self.output_dir / INDEX_NAME)
-            rank_zero_info(f"ScenePredictionWriter: wrote {len(scenes)} scene(s) to {self.output_dir} (index: {INDEX_NAME})")
+            rank_zero_info(
+                f"ScenePredictionWriter: wrote {len(scenes)} scene(s) to {self.output_dir} (index: {INDEX_NAME})"
+            )
 
 
 def _gather(trainer: Trainer, items: list[dict[str, Any]]) -> list[dict[str, Any]]:

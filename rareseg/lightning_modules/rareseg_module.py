@@ -118,7 +118,11 @@ class RareSegModule(LightningModule):
         self.automatic_optimization = False
         self.rare_classes = tuple(int(c) for c in rare_classes)
         self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
-        self.net = net if net is not None else SpatialAwareSegFormer(num_classes=num_classes, rare_classes=self.rare_classes, in_channels=in_channels)
+        self.net = (
+            net
+            if net is not None
+            else SpatialAwareSegFormer(num_classes=num_classes, rare_classes=self.rare_classes, in_channels=in_channels)
+        )
         self.criterion = loss if loss is not None else CrossEntropyLoss(ignore_index=ignore_index)
         self.saliency_criterion = SaliencyBCELoss(self.rare_classes, ignore_index=ignore_index)
         self.aux_weight = aux_weight
@@ -163,7 +167,11 @@ class RareSegModule(LightningModule):
 
     def _clip(self, optimizer: Any) -> None:
         if self.hparams.gradient_clip_val is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val, gradient_clip_algorithm=self.hparams.gradient_clip_algorithm)
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.hparams.gradient_clip_val,
+                gradient_clip_algorithm=self.hparams.gradient_clip_algorithm,
+            )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """One optimiser step: plain, or CASM's ascent + descent passes."""
@@ -254,10 +262,19 @@ class RareSegModule(LightningModule):
             optimizer = self.base_optimizer(self.parameters())
         else:
             kappa = 0.0 if self.optimizer_name == "sam" else self.hparams.kappa
-            optimizer = CASM(self.parameters(), base_optimizer=self.base_optimizer, rho0=self.hparams.rho0, kappa=kappa, adaptive=self.hparams.adaptive)
+            optimizer = CASM(
+                self.parameters(),
+                base_optimizer=self.base_optimizer,
+                rho0=self.hparams.rho0,
+                kappa=kappa,
+                adaptive=self.hparams.adaptive,
+            )
         if self.lr_scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": self.hparams.scheduler_interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": self.hparams.scheduler_interval},
+        }
 
     def on_fit_start(self) -> None:
         """Refuse precisions the two-pass step cannot use."""

@@ -24,26 +24,20 @@ def frequency_tensor(class_frequencies: Sequence[float] | None, owner: str) -> t
         ValueError: if the frequencies are missing, empty, not 1-D, negative, non-finite or all 0.
     """
     if class_frequencies is None:
-        raise ValueError(
-            f"{owner} needs class_frequencies (link the datamodule's class_frequencies or pass a list)"
-        )
+        raise ValueError(f"{owner} needs class_frequencies (link the datamodule's class_frequencies or pass a list)")
     try:
         freqs = torch.as_tensor(class_frequencies, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"{owner}: class_frequencies must be a sequence of numbers ({err})") from None
     if freqs.ndim != 1 or freqs.numel() == 0:
-        raise ValueError(
-            f"{owner}: class_frequencies must be a non-empty 1-D sequence, got {class_frequencies!r}"
-        )
+        raise ValueError(f"{owner}: class_frequencies must be a non-empty 1-D sequence, got {class_frequencies!r}")
     if not torch.isfinite(freqs).all() or (freqs < 0).any():
         raise ValueError(f"{owner}: class_frequencies must be finite and >= 0, got {freqs.tolist()}")
     if freqs.max() == 0:
         raise ValueError(f"{owner}: class_frequencies are all 0; at least one class must occur")
     absent = (freqs == 0).nonzero().flatten().tolist()
     if absent:
-        warnings.warn(
-            f"{owner}: classes {absent} have training frequency 0 and get loss weight 0", stacklevel=3
-        )
+        warnings.warn(f"{owner}: classes {absent} have training frequency 0 and get loss weight 0", stacklevel=3)
     return freqs
 
 
@@ -63,8 +57,7 @@ def check_logits_target(
     """
     if logits.ndim != 4 or target.ndim != 3:
         raise ValueError(
-            f"expected logits (B, K, H, W) and target (B, H, W), "
-            f"got {tuple(logits.shape)} and {tuple(target.shape)}"
+            f"expected logits (B, K, H, W) and target (B, H, W), got {tuple(logits.shape)} and {tuple(target.shape)}"
         )
     if logits.shape[:1] + logits.shape[2:] != target.shape:
         raise ValueError(
@@ -74,9 +67,7 @@ def check_logits_target(
         raise ValueError(f"expected float logits and integer target, got {logits.dtype} and {target.dtype}")
     classes = logits.shape[1]
     if num_classes is not None and classes != num_classes:
-        raise ValueError(
-            f"logits have {classes} classes but class_frequencies has {num_classes} entries"
-        )
+        raise ValueError(f"logits have {classes} classes but class_frequencies has {num_classes} entries")
     bad = (target != ignore_index) & ((target < 0) | (target >= classes))
     if bad.any():
         raise ValueError(

@@ -48,9 +48,7 @@ def inverse_frequency_weights(frequencies: torch.Tensor, power: float, eps: floa
     return raw * (present.sum() / raw.sum())
 
 
-def one_hot_valid(
-    target: torch.Tensor, num_classes: int, ignore_index: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def one_hot_valid(target: torch.Tensor, num_classes: int, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One-hot encode a label map, zeroing ignored pixels.
 
     Args:

@@ -59,9 +59,7 @@ class CrossEntropyLoss(nn.Module):
         if weights is not None:
             weights = weights.to(logits.dtype)
             pixel_weights = pixel_weights * weights[target.masked_fill(~valid, 0)]
-        total = F.cross_entropy(
-            logits, target, weight=weights, ignore_index=self.ignore_index, reduction="sum"
-        )
+        total = F.cross_entropy(logits, target, weight=weights, ignore_index=self.ignore_index, reduction="sum")
         return total / pixel_weights.sum().clamp_min(torch.finfo(logits.dtype).tiny)
 
 

@@ -77,8 +77,7 @@ class SaliencyBCELoss(nn.Module):
         rare = len(self.rare_classes)
         if saliency_logits.ndim != 4 or saliency_logits.shape[1] != rare:
             raise ValueError(
-                f"SaliencyBCELoss: expected saliency_logits (B, {rare}, H, W), "
-                f"got {tuple(saliency_logits.shape)}"
+                f"SaliencyBCELoss: expected saliency_logits (B, {rare}, H, W), got {tuple(saliency_logits.shape)}"
             )
         if saliency_logits.shape[:1] + saliency_logits.shape[2:] != target.shape:
             raise ValueError(

@@ -57,9 +57,7 @@ class AllMLPDecoder(nn.Module):
             ``F`` of shape (B, S*C, H/4, W/4).
         """
         if len(stage_features) != len(self.projections):
-            raise ValueError(
-                f"AllMLPDecoder expects {len(self.projections)} stage features, got {len(stage_features)}"
-            )
+            raise ValueError(f"AllMLPDecoder expects {len(self.projections)} stage features, got {len(stage_features)}")
         target_size = stage_features[0].shape[-2:]
         projected = [
             F.interpolate(

@@ -117,9 +117,7 @@ class SpatialAwareSegFormer(nn.Module):
             (B, R, H, W) or ``None``.
         """
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"SpatialAwareSegFormer expects input (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"SpatialAwareSegFormer expects input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         height, width = x.shape[-2:]
         pad_bottom, pad_right = -height % INPUT_MULTIPLE, -width % INPUT_MULTIPLE
         if pad_bottom or pad_right:

@@ -203,7 +203,9 @@ class CASM(torch.optim.Optimizer):
             RuntimeError: the previous ascent was not yet undone by :meth:`second_step`.
         """
         if self._pending_ascent == "applied":
-            raise RuntimeError("CASM.first_step called twice: call second_step (or step(closure)) after each first_step")
+            raise RuntimeError(
+                "CASM.first_step called twice: call second_step (or step(closure)) after each first_step"
+            )
         radii = [self.rho(p_r, group) for group in self.param_groups]
         directions = []
         for group in self.param_groups:
@@ -282,7 +284,9 @@ class CASM(torch.optim.Optimizer):
             RuntimeError: no closure is given, or no :meth:`first_step` precedes this call.
         """
         if closure is None:
-            raise RuntimeError("CASM.step needs a closure that recomputes the loss and its gradients at the perturbed weights")
+            raise RuntimeError(
+                "CASM.step needs a closure that recomputes the loss and its gradients at the perturbed weights"
+            )
         if self._pending_ascent is None:
             raise RuntimeError("CASM.step(closure) is the descent half of a step: call first_step(p_r) before it")
         with torch.enable_grad():

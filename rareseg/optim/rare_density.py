@@ -33,7 +33,9 @@ def rare_pixel_counts(target: Tensor, rare_classes: Sequence[int], ignore_index:
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"rare_pixel_counts needs integer class ids, got a {target.dtype} target")
     if ignore_index in rare_classes:
-        raise ValueError(f"rare_pixel_counts: ignore_index {ignore_index} is also listed as a rare class {list(rare_classes)}")
+        raise ValueError(
+            f"rare_pixel_counts: ignore_index {ignore_index} is also listed as a rare class {list(rare_classes)}"
+        )
     rare_ids = torch.as_tensor(list(rare_classes), dtype=target.dtype, device=target.device)
     rare = torch.isin(target, rare_ids).sum()
     valid = (target != ignore_index).sum()

@@ -108,7 +108,9 @@ def _draw_polyline(shape: tuple[int, int], points: np.ndarray, values: np.ndarra
     return hit, value
 
 
-def _meander(rng: np.random.Generator, shape: tuple[int, int], width_px: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def _meander(
+    rng: np.random.Generator, shape: tuple[int, int], width_px: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """A meandering channel crossing the scene edge to edge.
 
     Returns:
@@ -142,7 +144,9 @@ def _meander(rng: np.random.Generator, shape: tuple[int, int], width_px: tuple[f
     return np.stack([rows[:last], cols[:last]], axis=1), half_width
 
 
-def _channels(rng: np.random.Generator, shape: tuple[int, int], count: int, width_px: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def _channels(
+    rng: np.random.Generator, shape: tuple[int, int], count: int, width_px: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Rasterised rivers/streams: boolean water mask and distance to the nearest bank axis."""
     hit = np.zeros(shape, dtype=bool)
     half_width = np.zeros(shape, dtype=np.float32)
@@ -158,7 +162,9 @@ def _channels(rng: np.random.Generator, shape: tuple[int, int], count: int, widt
     return water, distance.astype(np.float32)
 
 
-def _blob(rng: np.random.Generator, shape: tuple[int, int], centre: tuple[float, float], radius: float, roughness: float) -> np.ndarray:
+def _blob(
+    rng: np.random.Generator, shape: tuple[int, int], centre: tuple[float, float], radius: float, roughness: float
+) -> np.ndarray:
     """Irregular ellipse (tank, lake, village) as a boolean mask."""
     height, width = shape
     pad = int(radius * 2.2) + 4
@@ -204,7 +210,9 @@ def generate_landcover(
     # Fields: dry regions have more fallow; each parcel has its own crop vigour.
     dryness = smooth_noise(rng, shape, 400)
     counts = np.bincount(parcel_ids.ravel(), minlength=n_parcels)
-    parcel_dryness = np.bincount(parcel_ids.ravel(), weights=dryness.ravel(), minlength=n_parcels) / np.maximum(counts, 1)
+    parcel_dryness = np.bincount(parcel_ids.ravel(), weights=dryness.ravel(), minlength=n_parcels) / np.maximum(
+        counts, 1
+    )
     p_fallow = np.clip(0.25 + 0.15 * parcel_dryness, 0.05, 0.6)
     is_fallow = rng.uniform(size=n_parcels) < p_fallow
     classes = np.where(is_fallow[parcel_ids], FALLOW, CROPLAND).astype(np.uint8)

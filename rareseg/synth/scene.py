@@ -23,7 +23,17 @@ from rasterio.transform import from_origin
 from scipy import ndimage
 from tqdm import tqdm
 
-from rareseg.synth.landcover import BUILT_UP, CROPLAND, FALLOW, FOREST, WATER, WETLAND, LandCover, generate_landcover, smooth_noise
+from rareseg.synth.landcover import (
+    BUILT_UP,
+    CROPLAND,
+    FALLOW,
+    FOREST,
+    WATER,
+    WETLAND,
+    LandCover,
+    generate_landcover,
+    smooth_noise,
+)
 
 PIXEL_SIZE_M = 5.8
 CRS = "EPSG:32644"
@@ -94,7 +104,14 @@ def surface_reflectance(cover: LandCover, rng: np.random.Generator) -> np.ndarra
     marsh = (1 - flooded) * _marsh_vegetation(cover.vigour) + flooded * _water(turbidity)
 
     reflectance = np.empty((3, *shape), dtype=np.float32)
-    for class_id, spectrum in ((CROPLAND, crop), (FALLOW, fallow), (FOREST, canopy), (BUILT_UP, built), (WATER, water), (WETLAND, marsh)):
+    for class_id, spectrum in (
+        (CROPLAND, crop),
+        (FALLOW, fallow),
+        (FOREST, canopy),
+        (BUILT_UP, built),
+        (WATER, water),
+        (WETLAND, marsh),
+    ):
         where = classes == class_id
         reflectance[:, where] = np.broadcast_to(spectrum, (3, *shape))[:, where]
     bunds = cover.parcel_edges
@@ -183,7 +200,17 @@ def colormap() -> dict[int, tuple[int, int, int, int]]:
 def write_scene(scene: SyntheticScene, image_path: Path, mask_path: Path, transform: rasterio.Affine) -> None:
     """Write a scene as a tiled, compressed image GeoTIFF and a mask GeoTIFF with a colour table."""
     bands, height, width = scene.image.shape
-    common = dict(driver="GTiff", height=height, width=width, crs=CRS, transform=transform, tiled=True, blockxsize=256, blockysize=256, compress="deflate")
+    common = dict(
+        driver="GTiff",
+        height=height,
+        width=width,
+        crs=CRS,
+        transform=transform,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+    )
     with rasterio.open(image_path, "w", count=bands, dtype="uint16", nodata=IMAGE_NODATA, **common) as dst:
         dst.write(scene.image)
         dst.descriptions = BAND_NAMES
@@ -201,7 +228,15 @@ def classes_document() -> dict:
     }
 
 
-def generate_dataset(out: str | os.PathLike, num_scenes: int = 8, size: int = 2048, seed: int = 0, preview: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+def generate_dataset(
+    out: str | os.PathLike,
+    num_scenes: int = 8,
+    size: int = 2048,
+    seed: int = 0,
+    preview: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Write a synthetic LISS-IV dataset root (images/, masks/, classes.yaml).
 
     The root is assembled in a temporary folder beside ``out`` and moved into place
@@ -238,7 +273,9 @@ def generate_dataset(out: str | os.PathLike, num_scenes: int = 8, size: int = 20
                 from rareseg.synth.preview import write_preview
 
                 (staging / "previews").mkdir(exist_ok=True)
-                write_preview(staging / "images" / name, staging / "previews" / f"scene_{index:02d}.png", staging / "masks" / name)
+                write_preview(
+                    staging / "images" / name, staging / "previews" / f"scene_{index:02d}.png", staging / "masks" / name
+                )
         with open(staging / "classes.yaml", "w") as fh:
             yaml.safe_dump(classes_document(), fh, sort_keys=False)
         if out.exists():

@@ -90,7 +90,10 @@ def config() -> Response:
     defaults = parse_options({}, predictor, manager.config.topk)
     names = predictor.class_names
     return jsonify(
-        classes=[{"id": i, "name": name, "colour": _hex(colour), "rare": i in predictor.rare_classes} for i, (name, colour) in enumerate(zip(names, predictor.class_colors))],
+        classes=[
+            {"id": i, "name": name, "colour": _hex(colour), "rare": i in predictor.rare_classes}
+            for i, (name, colour) in enumerate(zip(names, predictor.class_colors))
+        ],
         rare_classes=[names[c] for c in predictor.rare_classes],
         thresholds={names[c]: t for c, t in zip(defaults.rare_classes, defaults.thresholds)},
         threshold_sources={names[c]: s for c, s in zip(defaults.rare_classes, defaults.sources)},
@@ -98,7 +101,10 @@ def config() -> Response:
         bands=predictor.in_channels,
         max_upload_mb=manager.config.max_upload_mb,
         checkpoint=None if predictor.checkpoint is None else predictor.checkpoint.name,
-        colorbar=[_hex(tuple(rgba)) for rgba in matplotlib.colormaps["magma"](np.linspace(0.0, 1.0, COLORBAR_STOPS), bytes=True)],
+        colorbar=[
+            _hex(tuple(rgba))
+            for rgba in matplotlib.colormaps["magma"](np.linspace(0.0, 1.0, COLORBAR_STOPS), bytes=True)
+        ],
     )
 
 
@@ -132,7 +138,9 @@ def job_file(job_id: str, name: str) -> Response:
         abort(404, description=f"no such file in this job (available: {', '.join(produced) or 'none yet'})")
     path = job.directory / produced[name]
     attachment = path.suffix == ".tif" or "download" in request.args
-    return send_file(path, as_attachment=attachment, download_name=f"{Path(job.input_name).stem}_{path.name}", max_age=0)
+    return send_file(
+        path, as_attachment=attachment, download_name=f"{Path(job.input_name).stem}_{path.name}", max_age=0
+    )
 
 
 @api.post("/jobs/<job_id>/render")

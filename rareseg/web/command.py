@@ -20,10 +20,14 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="RareSegModule checkpoint (.ckpt)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback lets other machines upload")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind; anything but loopback lets other machines upload"
+    )
     parser.add_argument("--port", type=int, default=8000, help="TCP port")
     parser.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest accepted upload in MB")
-    parser.add_argument("--jobs-dir", default=None, help="folder for uploads and outputs (default: a new temporary folder)")
+    parser.add_argument(
+        "--jobs-dir", default=None, help="folder for uploads and outputs (default: a new temporary folder)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="scenes predicted at the same time")
     parser.add_argument("--keep-jobs", type=int, default=100, help="finished jobs kept on disk (oldest deleted first)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
@@ -77,7 +81,10 @@ def serve_command(argv: Sequence[str]) -> None:
         manager.shutdown()
         parser.error(f"cannot listen on {args.host}:{args.port} ({err.strerror or err})")
     if not is_loopback(args.host):
-        print(f"rareseg serve: warning: listening on {args.host}: other machines can upload files and run the model", file=sys.stderr)
+        print(
+            f"rareseg serve: warning: listening on {args.host}: other machines can upload files and run the model",
+            file=sys.stderr,
+        )
     print(f"rareseg serve: http://{args.host}:{server.server_port}/ (jobs in {manager.jobs_dir}); Ctrl+C stops")
     try:
         server.serve_forever()  # returns on Ctrl+C: werkzeug's server catches KeyboardInterrupt

@@ -118,7 +118,13 @@ class Job:
             "version": self.version,
             "cancel_requested": self.cancel_requested.is_set(),
             "options": self.options.describe(class_names),
-            "input": {"name": self.input_name, "width": self.upload.width, "height": self.upload.height, "bands": self.upload.bands, "crs": self.upload.crs},
+            "input": {
+                "name": self.input_name,
+                "width": self.upload.width,
+                "height": self.upload.height,
+                "bands": self.upload.bands,
+                "crs": self.upload.crs,
+            },
         }
 
 
@@ -164,7 +170,13 @@ class JobManager:
         directory.mkdir()
         try:
             save(directory / INPUT_FILE)
-            upload = inspect_upload(directory / INPUT_FILE, input_name, self.predictor.in_channels, directory / INPUT_PREVIEW, self.config.preview_side)
+            upload = inspect_upload(
+                directory / INPUT_FILE,
+                input_name,
+                self.predictor.in_channels,
+                directory / INPUT_PREVIEW,
+                self.config.preview_side,
+            )
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
@@ -189,7 +201,9 @@ class JobManager:
             if job.status != "done":
                 raise JobStateError(f"job {job.id} is {job.status}; only a finished job can be re-rendered")
         with job.render_lock:
-            render_outputs(job.directory / NETWORK_DIR, job.directory, options, self.config.preview_side, self._summary_fields(job))
+            render_outputs(
+                job.directory / NETWORK_DIR, job.directory, options, self.config.preview_side, self._summary_fields(job)
+            )
             job.options = options
             job.version += 1
 
@@ -222,7 +236,9 @@ class JobManager:
         """First line of an error, with the server's paths replaced by the upload's name."""
         lines = str(err).strip().splitlines()
         message = lines[0] if lines else type(err).__name__
-        return message.replace(str(job.directory / INPUT_FILE), job.input_name).replace(str(job.directory), "the job folder")
+        return message.replace(str(job.directory / INPUT_FILE), job.input_name).replace(
+            str(job.directory), "the job folder"
+        )
 
     def _run(self, job: Job) -> None:
         with self._lock:
@@ -246,14 +262,24 @@ class JobManager:
                 cancel=job.cancel_requested.is_set,
             )
             with job.render_lock:
-                render_outputs(job.directory / NETWORK_DIR, job.directory, job.options, self.config.preview_side, self._summary_fields(job))
+                render_outputs(
+                    job.directory / NETWORK_DIR,
+                    job.directory,
+                    job.options,
+                    self.config.preview_side,
+                    self._summary_fields(job),
+                )
             self._finish(job, "done")
         except InferenceCancelled:
             self._finish(job, "cancelled")
         except DataError as err:
             self._finish(job, "failed", self._public_message(err, job))
         except RasterioError as err:
-            self._finish(job, "failed", f"{job.input_name}: raster read or write failed, the upload may be corrupt or truncated ({self._public_message(err, job)})")
+            self._finish(
+                job,
+                "failed",
+                f"{job.input_name}: raster read or write failed, the upload may be corrupt or truncated ({self._public_message(err, job)})",
+            )
         except Exception as err:  # a failing job must never take the server down
             self.logger.exception("job %s failed", job.id)
             self._finish(job, "failed", f"internal error: {type(err).__name__}: {self._public_message(err, job)}")
@@ -272,7 +298,9 @@ class JobManager:
     def _prune(self) -> None:
         """Delete the oldest finished jobs while more than ``keep_jobs`` are kept (skipping one being re-rendered)."""
         with self._lock:
-            finished = sorted((job for job in self._jobs.values() if job.status in FINISHED), key=lambda job: job.created)
+            finished = sorted(
+                (job for job in self._jobs.values() if job.status in FINISHED), key=lambda job: job.created
+            )
             for job in finished[: max(0, len(self._jobs) - self.config.keep_jobs)]:
                 if job.render_lock.acquire(blocking=False):
                     del self._jobs[job.id]

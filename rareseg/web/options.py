@@ -84,14 +84,18 @@ def _user_thresholds(text: str, predictor: Predictor, selected: Sequence[int]) -
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = (piece.strip() for piece in item.partition(":"))
         if name not in by_name:
-            raise ValueError(f"threshold for unknown rare class {name!r} (the checkpoint's rare classes: {', '.join(by_name)})")
+            raise ValueError(
+                f"threshold for unknown rare class {name!r} (the checkpoint's rare classes: {', '.join(by_name)})"
+            )
         if by_name[name] not in selected:
             raise ValueError(f"threshold given for {name}, which is not a selected rare class")
         chosen[by_name[name]] = _number(value, f"threshold of {name}", 0.0, 1.0, True)
     return chosen
 
 
-def parse_options(fields: Mapping[str, str], predictor: Predictor, default_topk: float, current: RenderOptions | None = None) -> RenderOptions:
+def parse_options(
+    fields: Mapping[str, str], predictor: Predictor, default_topk: float, current: RenderOptions | None = None
+) -> RenderOptions:
     """Rendering options from form fields; a missing field keeps ``current`` (or the default).
 
     Fields (all optional strings):
@@ -118,7 +122,11 @@ def parse_options(fields: Mapping[str, str], predictor: Predictor, default_topk:
     selected = _selection(fields, predictor, current)
     text = _given(fields, "threshold")
     given = {} if text is None else _user_thresholds(text, predictor, selected)
-    kept = {} if current is None else {c: (t, s) for c, t, s in zip(current.rare_classes, current.thresholds, current.sources)}
+    kept = (
+        {}
+        if current is None
+        else {c: (t, s) for c, t, s in zip(current.rare_classes, current.thresholds, current.sources)}
+    )
     thresholds, sources = [], []
     for class_id in selected:
         if class_id in given:
@@ -131,5 +139,11 @@ def parse_options(fields: Mapping[str, str], predictor: Predictor, default_topk:
         thresholds.append(value)
         sources.append(source)
     topk_text = _given(fields, "topk")
-    topk = _number(topk_text, "topk", 0.0, 100.0, False) if topk_text is not None else current.topk if current is not None else default_topk
+    topk = (
+        _number(topk_text, "topk", 0.0, 100.0, False)
+        if topk_text is not None
+        else current.topk
+        if current is not None
+        else default_topk
+    )
     return RenderOptions(selected, tuple(thresholds), tuple(sources), topk)

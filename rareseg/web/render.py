@@ -42,14 +42,28 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from rareseg.inference import areas_hectares, override_rare_classes, topk_level
-from rareseg.inference.rasters import BLOCK, build_overviews, output_profile, write_mask_preview, write_probability_preview
+from rareseg.inference.rasters import (
+    BLOCK,
+    build_overviews,
+    output_profile,
+    write_mask_preview,
+    write_probability_preview,
+)
 from rareseg.inference.scene import NODATA, PROBABILITY_SCALE
 from rareseg.web.options import RenderOptions
 
 #: Threshold of the network run: only probability 1 overrides the argmax, where the class already is the argmax.
 ARGMAX_THRESHOLD = 1.0
 #: Files a render publishes, ``summary.json`` last (it marks completion).
-RENDERED = ("mask.tif", "rare_prob.tif", "saliency_topk.tif", "preview_mask.png", "preview_prob.png", "preview_topk.png", "summary.json")
+RENDERED = (
+    "mask.tif",
+    "rare_prob.tif",
+    "saliency_topk.tif",
+    "preview_mask.png",
+    "preview_prob.png",
+    "preview_topk.png",
+    "summary.json",
+)
 #: RGBA of the top-k outline drawn over the probability preview (cyan stands out on magma).
 OUTLINE_RGBA = (0, 255, 255, 255)
 #: Percent levels of the stored probabilities (0..100).
@@ -66,7 +80,9 @@ def _rows(height: int) -> list[int]:
     return list(range(0, height, BLOCK))
 
 
-def _percent_histogram(prob_src: rasterio.DatasetReader, bands: list[int], valid_of: rasterio.DatasetReader) -> np.ndarray:
+def _percent_histogram(
+    prob_src: rasterio.DatasetReader, bands: list[int], valid_of: rasterio.DatasetReader
+) -> np.ndarray:
     """(101,) counts of valid pixels per stored percent of the score ``max_r p_r`` over ``bands``."""
     histogram = np.zeros(PERCENT_LEVELS, dtype=np.int64)
     for row in _rows(prob_src.height):
@@ -77,7 +93,14 @@ def _percent_histogram(prob_src: rasterio.DatasetReader, bands: list[int], valid
     return histogram
 
 
-def _copy_metadata(argmax_src: rasterio.DatasetReader, prob_src: rasterio.DatasetReader, bands: list[int], options: RenderOptions, mask_dst: rasterio.io.DatasetWriter, prob_dst: rasterio.io.DatasetWriter) -> None:
+def _copy_metadata(
+    argmax_src: rasterio.DatasetReader,
+    prob_src: rasterio.DatasetReader,
+    bands: list[int],
+    options: RenderOptions,
+    mask_dst: rasterio.io.DatasetWriter,
+    prob_dst: rasterio.io.DatasetWriter,
+) -> None:
     """Colour table, class names and band descriptions of the network outputs; thresholds of the options."""
     mask_dst.write_colormap(1, argmax_src.colormap(1))
     mask_dst.update_tags(**argmax_src.tags())
@@ -100,7 +123,9 @@ def _write_outline_preview(topk_path: Path, png_path: Path, shape: tuple[int, in
     matplotlib.image.imsave(png_path, rgba)
 
 
-def _write_rasters(network_dir: Path, staging: Path, options: RenderOptions, network_summary: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any], list[tuple[int, int, int]]]:
+def _write_rasters(
+    network_dir: Path, staging: Path, options: RenderOptions, network_summary: Mapping[str, Any]
+) -> tuple[np.ndarray, dict[str, Any], list[tuple[int, int, int]]]:
     """Write ``mask.tif``, ``rare_prob.tif`` and ``saliency_topk.tif`` into ``staging``.
 
     Returns:
@@ -117,12 +142,18 @@ def _write_rasters(network_dir: Path, staging: Path, options: RenderOptions, net
         bands = [band_of[c] for c in options.rare_classes]
         reuse_topk = set(options.rare_classes) == set(band_of) and options.topk == network_topk["percent"]
         level = None if reuse_topk else topk_level(_percent_histogram(prob_src, bands, argmax_src), options.topk)
-        mask_dst = stack.enter_context(rasterio.open(staging / "mask.tif", "w", **output_profile(argmax_src, 1, "uint8", NODATA)))
-        prob_dst = stack.enter_context(rasterio.open(staging / "rare_prob.tif", "w", **output_profile(argmax_src, len(bands), "uint8", NODATA)))
+        mask_dst = stack.enter_context(
+            rasterio.open(staging / "mask.tif", "w", **output_profile(argmax_src, 1, "uint8", NODATA))
+        )
+        prob_dst = stack.enter_context(
+            rasterio.open(staging / "rare_prob.tif", "w", **output_profile(argmax_src, len(bands), "uint8", NODATA))
+        )
         _copy_metadata(argmax_src, prob_src, bands, options, mask_dst, prob_dst)
         topk_dst = None
         if not reuse_topk:
-            topk_dst = stack.enter_context(rasterio.open(staging / "saliency_topk.tif", "w", **output_profile(argmax_src, 1, "uint8", NODATA)))
+            topk_dst = stack.enter_context(
+                rasterio.open(staging / "saliency_topk.tif", "w", **output_profile(argmax_src, 1, "uint8", NODATA))
+            )
             topk_dst.set_band_description(1, "top-k salient")
             topk_dst.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 215, 0, 255), NODATA: (0, 0, 0, 0)})
         for row in _rows(argmax_src.height):
@@ -146,7 +177,11 @@ def _write_rasters(network_dir: Path, staging: Path, options: RenderOptions, net
         return counts, network_topk, colours
     build_overviews(staging / "saliency_topk.tif", Resampling.nearest)
     cut = None if level is None else level / 100
-    return counts, {"percent": options.topk, "score": "max rare probability (stored percent)", "cut": cut, "pixels": selected}, colours
+    return (
+        counts,
+        {"percent": options.topk, "score": "max rare probability (stored percent)", "cut": cut, "pixels": selected},
+        colours,
+    )
 
 
 def _write_previews(staging: Path, colours: list[tuple[int, int, int]], preview_side: int) -> None:
@@ -159,7 +194,9 @@ def _write_previews(staging: Path, colours: list[tuple[int, int, int]], preview_
     _write_outline_preview(staging / "saliency_topk.tif", staging / "preview_topk.png", shape)
 
 
-def render_outputs(network_dir: Path, out_dir: Path, options: RenderOptions, preview_side: int, summary_fields: Mapping[str, Any]) -> dict[str, Any]:
+def render_outputs(
+    network_dir: Path, out_dir: Path, options: RenderOptions, preview_side: int, summary_fields: Mapping[str, Any]
+) -> dict[str, Any]:
     """Write the published outputs (:data:`RENDERED`) of a job into ``out_dir`` from its network outputs.
 
     Args:
@@ -183,8 +220,12 @@ def render_outputs(network_dir: Path, out_dir: Path, options: RenderOptions, pre
         summary = {
             **network_summary,
             **summary_fields,
-            "classes": [{"id": c, "name": name, "pixels": int(counts[c]), "area_ha": areas[c]} for c, name in enumerate(names)],
-            "rare_classes": [{"id": c, "name": names[c], "threshold": t} for c, t in zip(options.rare_classes, options.thresholds)],
+            "classes": [
+                {"id": c, "name": name, "pixels": int(counts[c]), "area_ha": areas[c]} for c, name in enumerate(names)
+            ],
+            "rare_classes": [
+                {"id": c, "name": names[c], "threshold": t} for c, t in zip(options.rare_classes, options.thresholds)
+            ],
             "threshold_source": options.threshold_source,
             "topk": topk_summary,
             "outputs": list(RENDERED),

@@ -70,11 +70,15 @@ def inspect_upload(path: Path, display_name: str, bands: int, preview_png: Path,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
-            src = rasterio.open(path, OVERVIEW_LEVEL="NONE")  # decimate the full-resolution pixels, not internal overviews
+            src = rasterio.open(
+                path, OVERVIEW_LEVEL="NONE"
+            )  # decimate the full-resolution pixels, not internal overviews
         except RasterioIOError:
             with open(path, "rb") as head:
                 if head.read(4) in TIFF_SIGNATURES:
-                    raise DataError(f"{display_name}: corrupt or truncated GeoTIFF (its header cannot be read)") from None
+                    raise DataError(
+                        f"{display_name}: corrupt or truncated GeoTIFF (its header cannot be read)"
+                    ) from None
             raise DataError(f"{display_name}: not a GeoTIFF (it cannot be read as a raster image)") from None
         with src:
             if src.driver != "GTiff":
@@ -82,7 +86,10 @@ def inspect_upload(path: Path, display_name: str, bands: int, preview_png: Path,
             if src.count != bands:
                 raise DataError(f"{display_name}: has {src.count} bands, the model expects {bands}")
             try:
-                image = src.read(out_shape=(src.count, *preview_shape(src.height, src.width, preview_side)), resampling=Resampling.nearest)
+                image = src.read(
+                    out_shape=(src.count, *preview_shape(src.height, src.width, preview_side)),
+                    resampling=Resampling.nearest,
+                )
             except RasterioIOError:
                 raise DataError(f"{display_name}: corrupt or truncated GeoTIFF (its pixels cannot be read)") from None
             info = UploadInfo(src.width, src.height, src.count, None if src.crs is None else src.crs.to_string())

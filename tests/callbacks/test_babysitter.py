@@ -185,7 +185,10 @@ def test_resume_continues_the_same_schedule(tmp_path: Path) -> None:
     assert module.gain == 1.0
     resumed_checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     _fit(
-        tmp_path / "part", module, [babysitter_resumed, second, resumed_checkpoint], max_epochs=8,
+        tmp_path / "part",
+        module,
+        [babysitter_resumed, second, resumed_checkpoint],
+        max_epochs=8,
         ckpt_path=checkpoint.last_model_path,
     )
     # the knob value turned before the checkpoint is back on the fresh module from the first resumed epoch

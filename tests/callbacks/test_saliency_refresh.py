@@ -71,7 +71,15 @@ def _expected_map(module: PointwiseSegmenter, image_path, mean, std) -> tuple[np
 
 def _stub_trainer(dm: LissIVDataModule) -> SimpleNamespace:
     """The parts of a Trainer the refresh touches, for a single process."""
-    return SimpleNamespace(datamodule=dm, precision_plugin=Precision(), progress_bar_callback=None, is_global_zero=True, global_rank=0, world_size=1, current_epoch=0)
+    return SimpleNamespace(
+        datamodule=dm,
+        precision_plugin=Precision(),
+        progress_bar_callback=None,
+        is_global_zero=True,
+        global_rank=0,
+        world_size=1,
+        current_epoch=0,
+    )
 
 
 def test_pixel_saliency_is_the_max_of_the_rare_sigmoids() -> None:
@@ -196,7 +204,9 @@ def _ddp_rank(rank: int, world_size: int, root: str, init_file: str, out_dir: st
     callback = SaliencyRefresh(patch_size=128)
     computed = []
     predict = callback._scene_map
-    callback._scene_map = lambda trainer, pl_module, path, mean, std: computed.append(path.stem) or predict(trainer, pl_module, path, mean, std)
+    callback._scene_map = lambda trainer, pl_module, path, mean, std: (
+        computed.append(path.stem) or predict(trainer, pl_module, path, mean, std)
+    )
     trainer = SimpleNamespace(**{**vars(_stub_trainer(dm)), "global_rank": rank, "world_size": world_size})
     callback.refresh(trainer, module)
     maps = {scene_id: dm.sampler.saliency_map(scene_id)[0] for scene_id in dm.sampler.all_scene_ids}

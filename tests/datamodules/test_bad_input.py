@@ -94,6 +94,18 @@ def test_classes_yaml_without_rare_class(synth_copy) -> None:
 def test_cli_reports_bad_root_in_one_line(synth_copy, capsys) -> None:
     (synth_copy / "masks" / "scene_02.tif").unlink()
     with pytest.raises(SystemExit) as info:
-        main(["fit", "--data", "rareseg.datamodules.LissIVDataModule", "--data.root", str(synth_copy), "--data.generate_if_missing", "false", "--model", "rareseg.lightning_modules.RareSegModule"])
+        main(
+            [
+                "fit",
+                "--data",
+                "rareseg.datamodules.LissIVDataModule",
+                "--data.root",
+                str(synth_copy),
+                "--data.generate_if_missing",
+                "false",
+                "--model",
+                "rareseg.lightning_modules.RareSegModule",
+            ]
+        )
     assert str(info.value).startswith("rareseg: error: ") and "no matching mask" in str(info.value)
     assert "\n" not in str(info.value)

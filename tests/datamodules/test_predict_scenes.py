@@ -49,7 +49,15 @@ def test_predict_inputs_take_files_folders_and_globs_without_masks(synth_root: P
 
 
 def _write(path: Path, bands: int) -> Path:
-    profile = {"driver": "GTiff", "count": bands, "height": 8, "width": 8, "dtype": "uint16", "crs": "EPSG:32644", "transform": rasterio.Affine(5.8, 0, 4e5, 0, -5.8, 2.3e6)}
+    profile = {
+        "driver": "GTiff",
+        "count": bands,
+        "height": 8,
+        "width": 8,
+        "dtype": "uint16",
+        "crs": "EPSG:32644",
+        "transform": rasterio.Affine(5.8, 0, 4e5, 0, -5.8, 2.3e6),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(np.ones((bands, 8, 8), dtype=np.uint16))
@@ -71,12 +79,27 @@ def _bad_input(tmp_path: Path, case: str) -> tuple[list[str], str, str]:
     if case == "wrong band count":
         return [str(_write(tmp_path / "four.tif", 4))], "four.tif", "has 4 bands, expected 3"
     if case == "same name twice":
-        return [str(_write(tmp_path / "a" / "x.tif", 3)), str(_write(tmp_path / "b" / "x.tif", 3))], "b/x.tif", "same scene name 'x'"
+        return (
+            [str(_write(tmp_path / "a" / "x.tif", 3)), str(_write(tmp_path / "b" / "x.tif", 3))],
+            "b/x.tif",
+            "same scene name 'x'",
+        )
     assert case == "empty list"
     return [], "predict_inputs", "empty"
 
 
-@pytest.mark.parametrize("case", ["missing file", "empty folder", "glob without match", "not a GeoTIFF", "wrong band count", "same name twice", "empty list"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing file",
+        "empty folder",
+        "glob without match",
+        "not a GeoTIFF",
+        "wrong band count",
+        "same name twice",
+        "empty list",
+    ],
+)
 def test_bad_predict_input_is_a_one_line_error_naming_it(tmp_path: Path, case: str) -> None:
     inputs, name, problem = _bad_input(tmp_path, case)
     with pytest.raises(DataError) as info:

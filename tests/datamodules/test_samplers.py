@@ -41,10 +41,20 @@ def _write_scenes(root: Path, masks: list[np.ndarray]) -> IntersectionDataset:
     (root / "masks").mkdir()
     rng = np.random.default_rng(0)
     for k, mask in enumerate(masks):
-        profile = {"driver": "GTiff", "height": mask.shape[0], "width": mask.shape[1], "crs": "EPSG:32644", "transform": from_origin(_left(k), TOP, RES, RES)}
-        with rasterio.open(root / "images" / f"scene_{k:02d}.tif", "w", count=3, dtype="uint16", nodata=0, **profile) as dst:
+        profile = {
+            "driver": "GTiff",
+            "height": mask.shape[0],
+            "width": mask.shape[1],
+            "crs": "EPSG:32644",
+            "transform": from_origin(_left(k), TOP, RES, RES),
+        }
+        with rasterio.open(
+            root / "images" / f"scene_{k:02d}.tif", "w", count=3, dtype="uint16", nodata=0, **profile
+        ) as dst:
             dst.write(rng.integers(100, 4000, size=(3, *mask.shape), dtype=np.uint16))
-        with rasterio.open(root / "masks" / f"scene_{k:02d}.tif", "w", count=1, dtype="uint8", nodata=255, **profile) as dst:
+        with rasterio.open(
+            root / "masks" / f"scene_{k:02d}.tif", "w", count=1, dtype="uint8", nodata=255, **profile
+        ) as dst:
             dst.write(mask[None])
     images = LissIVImage(sorted((root / "images").glob("*.tif")))
     return IntersectionDataset(images, LissIVMask(sorted((root / "masks").glob("*.tif"))))
@@ -99,7 +109,9 @@ def test_top_saliency_cells_keep_the_highest_valid_cells_ties_by_position() -> N
 def test_rare_sampler_crops_contain_rare_pixels_three_times_as_often_as_random(tmp_path) -> None:
     mask = _blob_mask()
     dataset = _write_scenes(tmp_path, [mask])
-    rare = RareClassGeoSampler(dataset, CROP, 150, _frequencies([mask]), [4, 5], generator=torch.Generator().manual_seed(0))
+    rare = RareClassGeoSampler(
+        dataset, CROP, 150, _frequencies([mask]), [4, 5], generator=torch.Generator().manual_seed(0)
+    )
     random = RandomGeoSampler(dataset, CROP, 150, generator=torch.Generator().manual_seed(0))
 
     def rare_share(sampler) -> float:
@@ -120,11 +132,22 @@ def test_rare_sampler_draws_classes_by_temperature_and_pixels_uniformly(tmp_path
     mask[100:110, 200:240] = 5  # wetland: 400 px
     frequencies = _frequencies([mask])
     temperature = 0.01
-    sampler = RareClassGeoSampler(dataset=_write_scenes(tmp_path, [mask]), size=CROP, length=2000, class_frequencies=frequencies, rare_classes=[4, 5], temperature=temperature, generator=torch.Generator().manual_seed(3), cell_size=16)
+    sampler = RareClassGeoSampler(
+        dataset=_write_scenes(tmp_path, [mask]),
+        size=CROP,
+        length=2000,
+        class_frequencies=frequencies,
+        rare_classes=[4, 5],
+        temperature=temperature,
+        generator=torch.Generator().manual_seed(3),
+        cell_size=16,
+    )
     centres = np.array([(r + CROP // 2, c + CROP // 2) for r, c in (_origin(q, 0) for q in sampler)])
     classes = mask[centres[:, 0], centres[:, 1]]
     expected_wetland = 1.0 / (1.0 + math.exp(-(frequencies[4] - frequencies[5]) / temperature))
-    assert np.mean(classes == 5) == pytest.approx(expected_wetland, abs=3.5 * math.sqrt(expected_wetland * (1 - expected_wetland) / 2000))
+    assert np.mean(classes == 5) == pytest.approx(
+        expected_wetland, abs=3.5 * math.sqrt(expected_wetland * (1 - expected_wetland) / 2000)
+    )
     water = centres[classes == 4]
     in_first = np.mean(water[:, 0] < 100)
     assert in_first == pytest.approx(800 / 1200, abs=4 * math.sqrt((2 / 9) / len(water)))
@@ -140,7 +163,15 @@ def _planted_map(seed: int = 0) -> np.ndarray:
 
 def test_salient_share_matches_the_fraction_and_the_rest_is_uniform(tmp_path) -> None:
     dataset = _write_scenes(tmp_path, [np.zeros((256, 256), dtype=np.uint8)])
-    sampler = SaliencyGuidedGeoSampler(dataset, CROP, 2000, salient_fraction=0.5, topk_percent=10, fallback="random", generator=torch.Generator().manual_seed(5))
+    sampler = SaliencyGuidedGeoSampler(
+        dataset,
+        CROP,
+        2000,
+        salient_fraction=0.5,
+        topk_percent=10,
+        fallback="random",
+        generator=torch.Generator().manual_seed(5),
+    )
     saliency = _planted_map()
     sampler.update_saliency("scene_00", saliency, from_origin(_left(0), TOP, 4 * RES, 4 * RES))
     top = saliency >= np.sort(saliency.ravel())[-math.ceil(0.1 * saliency.size)]  # 410 cells: the block and 10 more
@@ -167,8 +198,12 @@ def test_fallback_draws_until_a_scene_has_a_map(tmp_path) -> None:
     masks = [_blob_mask(256), _blob_mask(256)]
     dataset = _write_scenes(tmp_path, masks)
     kwargs = {"salient_fraction": 1.0, "class_frequencies": _frequencies(masks), "rare_classes": [4, 5]}
-    rare = SaliencyGuidedGeoSampler(dataset, CROP, 400, fallback="rare", generator=torch.Generator().manual_seed(0), **kwargs)
-    random = SaliencyGuidedGeoSampler(dataset, CROP, 400, fallback="random", generator=torch.Generator().manual_seed(0), **kwargs)
+    rare = SaliencyGuidedGeoSampler(
+        dataset, CROP, 400, fallback="rare", generator=torch.Generator().manual_seed(0), **kwargs
+    )
+    random = SaliencyGuidedGeoSampler(
+        dataset, CROP, 400, fallback="random", generator=torch.Generator().manual_seed(0), **kwargs
+    )
 
     def water_centres(sampler) -> float:
         centres = [(_scene_of(q), *_origin(q, _scene_of(q))) for q in sampler]
@@ -202,13 +237,17 @@ def test_same_seed_gives_the_same_crops(tmp_path) -> None:
         return list(RareClassGeoSampler(dataset, CROP, 50, *rare_args, generator=torch.Generator().manual_seed(seed)))
 
     def salient(seed: int) -> list:
-        sampler = SaliencyGuidedGeoSampler(dataset, CROP, 50, 0.5, 10, "rare", *rare_args, generator=torch.Generator().manual_seed(seed))
+        sampler = SaliencyGuidedGeoSampler(
+            dataset, CROP, 50, 0.5, 10, "rare", *rare_args, generator=torch.Generator().manual_seed(seed)
+        )
         sampler.update_saliency("scene_00", _planted_map(), from_origin(_left(0), TOP, 4 * RES, 4 * RES))
         return list(sampler)
 
     for draw in (rare, salient):
         first, again, other = draw(1), draw(1), draw(2)
-        assert [(q[0].start, q[1].start, q[2].start) for q in first] == [(q[0].start, q[1].start, q[2].start) for q in again]
+        assert [(q[0].start, q[1].start, q[2].start) for q in first] == [
+            (q[0].start, q[1].start, q[2].start) for q in again
+        ]
         assert [q[0].start for q in first] != [q[0].start for q in other]
         assert len(first) == 50
 
@@ -218,11 +257,18 @@ def test_crops_stay_inside_scene_and_roi_on_the_pixel_grid(tmp_path) -> None:
     mask[150:190, 130:170] = 4  # water straddling the roi's bottom-right corner
     mask[:10, :] = 5  # wetland along the top edge, partly outside the roi
     dataset = _write_scenes(tmp_path, [mask])
-    roi = shapely.box(_left(0) - 100.0, TOP - 170.3 * RES, _left(0) + 150.4 * RES, TOP - 3.5 * RES)  # rows 4..170, cols 0..150
+    roi = shapely.box(
+        _left(0) - 100.0, TOP - 170.3 * RES, _left(0) + 150.4 * RES, TOP - 3.5 * RES
+    )  # rows 4..170, cols 0..150
     generator = torch.Generator().manual_seed(0)
     rare = RareClassGeoSampler(dataset, CROP, 300, _frequencies([mask]), [4, 5], roi=roi, generator=generator)
-    assert rare.rare_index.class_pixels().tolist() == [int(np.sum(mask[4:170, :150] == 4)), int(np.sum(mask[4:170, :150] == 5))]
-    salient = SaliencyGuidedGeoSampler(dataset, CROP, 300, 0.7, 5, "rare", _frequencies([mask]), [4, 5], roi=roi, generator=generator)
+    assert rare.rare_index.class_pixels().tolist() == [
+        int(np.sum(mask[4:170, :150] == 4)),
+        int(np.sum(mask[4:170, :150] == 5)),
+    ]
+    salient = SaliencyGuidedGeoSampler(
+        dataset, CROP, 300, 0.7, 5, "rare", _frequencies([mask]), [4, 5], roi=roi, generator=generator
+    )
     edge_map = np.zeros((64, 64), dtype=np.float32)
     edge_map[0:1, 30:40] = 1.0  # hot cells whose centres lie above the roi: never salient
     edge_map[40:43, 35:45] = 0.8  # straddles the roi's bottom and right edges
@@ -231,7 +277,9 @@ def test_crops_stay_inside_scene_and_roi_on_the_pixel_grid(tmp_path) -> None:
         row, col = _origin(query, 0)
         assert 4 <= row and row + CROP <= 170 and 0 <= col and col + CROP <= 150
         assert (query[0].start - _left(0)) / RES == pytest.approx(col, abs=1e-6)
-        assert (query[0].stop - query[0].start, query[1].stop - query[1].start) == pytest.approx((CROP * RES, CROP * RES))
+        assert (query[0].stop - query[0].start, query[1].stop - query[1].start) == pytest.approx(
+            (CROP * RES, CROP * RES)
+        )
 
 
 def test_length_units_and_bad_arguments(tmp_path) -> None:
@@ -275,15 +323,21 @@ def test_datamodule_builds_the_named_sampler_and_exposes_it(synth_root) -> None:
         LissIVDataModule(str(synth_root), sampler="balanced")
     with pytest.raises(ValueError, match="salient_fraction"):
         LissIVDataModule(str(synth_root), sampler="saliency", salient_fraction=-0.1)
-    dm = LissIVDataModule(str(synth_root), batch_size=4, patch_size=32, length=8, sampler="rare", rare_temperature=0.05, augment=False)
+    dm = LissIVDataModule(
+        str(synth_root), batch_size=4, patch_size=32, length=8, sampler="rare", rare_temperature=0.05, augment=False
+    )
     dm.setup("fit")
     assert isinstance(dm.train_sampler, RareClassGeoSampler) and dm.sampler is dm.train_sampler
-    np.testing.assert_allclose(dm.sampler.rare_index.probabilities, rare_class_probabilities(dm.class_frequencies, dm.rare_classes, 0.05))
+    np.testing.assert_allclose(
+        dm.sampler.rare_index.probabilities, rare_class_probabilities(dm.class_frequencies, dm.rare_classes, 0.05)
+    )
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, 32, 32)
     assert all(np.isin(m.numpy(), dm.rare_classes).any() for m in batch["mask"])
 
-    dm = LissIVDataModule(str(synth_root), patch_size=32, length=8, sampler="saliency", salient_fraction=0.3, topk_percent=5)
+    dm = LissIVDataModule(
+        str(synth_root), patch_size=32, length=8, sampler="saliency", salient_fraction=0.3, topk_percent=5
+    )
     dm.setup("fit")
     assert isinstance(dm.sampler, SaliencyGuidedGeoSampler)
     assert (dm.sampler.salient_fraction, dm.sampler.topk_percent, dm.sampler.fallback) == (0.3, 5, "rare")
@@ -308,7 +362,17 @@ def test_rare_sampler_respects_the_block_split_roi(synth_copy) -> None:
 
 
 def test_new_maps_steer_persistent_workers_next_epoch(synth_root) -> None:
-    dm = LissIVDataModule(str(synth_root), batch_size=4, patch_size=32, length=8, num_workers=1, sampler="saliency", salient_fraction=1.0, topk_percent=0.05, augment=False)
+    dm = LissIVDataModule(
+        str(synth_root),
+        batch_size=4,
+        patch_size=32,
+        length=8,
+        num_workers=1,
+        sampler="saliency",
+        salient_fraction=1.0,
+        topk_percent=0.05,
+        augment=False,
+    )
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert loader.persistent_workers
@@ -323,5 +387,8 @@ def test_new_maps_steer_persistent_workers_next_epoch(synth_root) -> None:
     assert len(bounds) == 8
     for query in bounds:
         fp = next(fp for fp in dm.sampler.footprints if fp.left - 1e-6 <= query[0].start < fp.left + 256 * RES)
-        row, col = round((fp.top - query[1].stop) / RES) + CROP // 2, round((query[0].start - fp.left) / RES) + CROP // 2
+        row, col = (
+            round((fp.top - query[1].stop) / RES) + CROP // 2,
+            round((query[0].start - fp.left) / RES) + CROP // 2,
+        )
         assert 32 <= row < 40 and 200 <= col < 208

@@ -37,7 +37,12 @@ def _fake_scores(row: int, seed: int) -> dict:
         "water": {"iou": water, "recall": 0.6, "precision": 0.7, "f1": 0.65},
         "wetland": {"iou": wetland, "recall": 0.2 + seed / 10, "precision": 0.3, "f1": 0.25},
     }
-    summary = {"rare_recall": (0.6 + 0.2 + seed / 10) / 2, "rare_iou": (water + wetland) / 2, "miou": 0.5, "majority_precision": 0.94}
+    summary = {
+        "rare_recall": (0.6 + 0.2 + seed / 10) / 2,
+        "rare_iou": (water + wetland) / 2,
+        "miou": 0.5,
+        "majority_precision": 0.94,
+    }
     return {
         "class_names": NAMES,
         "rare_classes": ["water", "wetland"],
@@ -113,7 +118,9 @@ def test_a_failing_run_leaves_no_result_and_keeps_earlier_ones(tmp_path: Path) -
 
 
 def test_aggregate_is_mean_and_sample_std_over_seeds() -> None:
-    results = [{"row": 3, "seed": s} | _fake_scores(3, s) for s in (0, 1, 2)] + [{"row": 4, "seed": 0} | _fake_scores(4, 0)]
+    results = [{"row": 3, "seed": s} | _fake_scores(3, s) for s in (0, 1, 2)] + [
+        {"row": 4, "seed": 0} | _fake_scores(4, 0)
+    ]
     table = aggregate(results)
     wetland = [0.3, 0.31, 0.32]
     assert table[3]["iou/wetland"] == pytest.approx((np.mean(wetland), np.std(wetland, ddof=1), 3))
@@ -124,7 +131,9 @@ def test_aggregate_is_mean_and_sample_std_over_seeds() -> None:
 
 
 def test_report_has_one_line_per_row_the_command_and_a_chart(tmp_path: Path) -> None:
-    results = [{"row": r, "seed": s, "budget": "budget-cpu-small.yaml"} | _fake_scores(r, s) for r in (1, 11) for s in (0, 1)]
+    results = [
+        {"row": r, "seed": s, "budget": "budget-cpu-small.yaml"} | _fake_scores(r, s) for r in (1, 11) for s in (0, 1)
+    ]
     report, chart = tmp_path / "ABLATION.md", tmp_path / "ablation" / "ablation.png"
     markdown = write_ablation_report(results, report, chart, "rareseg bench ablation --seeds 2 --rows 1,11")
     assert report.read_text() == markdown
@@ -154,7 +163,11 @@ def test_rows_and_budgets_parse_with_clear_errors(tmp_path: Path) -> None:
 def test_prepare_budget_data_generates_the_budget_root_once(tmp_path: Path) -> None:
     root = tmp_path / "budget-root"
     budget = tmp_path / "budget.yaml"
-    budget.write_text(yaml.safe_dump({"data": {"init_args": {"root": str(root), "synth_scenes": 3, "synth_size": 96, "synth_seed": 1}}}))
+    budget.write_text(
+        yaml.safe_dump(
+            {"data": {"init_args": {"root": str(root), "synth_scenes": 3, "synth_size": 96, "synth_seed": 1}}}
+        )
+    )
     prepare_budget_data(budget)
     assert sorted(p.name for p in (root / "images").iterdir()) == ["scene_00.tif", "scene_01.tif", "scene_02.tif"]
     assert (root / "stats.json").is_file()
@@ -189,9 +202,24 @@ def test_train_row_runs_the_full_method_on_a_tiny_budget_and_evaluate_agrees(syn
     budget.write_text(
         yaml.safe_dump(
             {
-                "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "precision": "32-true", "logger": False, "enable_progress_bar": False},
+                "trainer": {
+                    "max_epochs": 1,
+                    "accelerator": "cpu",
+                    "devices": 1,
+                    "precision": "32-true",
+                    "logger": False,
+                    "enable_progress_bar": False,
+                },
                 "model": {"init_args": {"net": {"init_args": {"decoder_channels": 32}}}},
-                "data": {"init_args": {"root": str(synth_root), "patch_size": 64, "batch_size": 2, "length": 4, "num_workers": 0}},
+                "data": {
+                    "init_args": {
+                        "root": str(synth_root),
+                        "patch_size": 64,
+                        "batch_size": 2,
+                        "length": 4,
+                        "num_workers": 0,
+                    }
+                },
             }
         )
     )
@@ -203,5 +231,7 @@ def test_train_row_runs_the_full_method_on_a_tiny_budget_and_evaluate_agrees(syn
     assert result["summary"]["rare_recall"] == pytest.approx(np.nanmean(recall[4:]), nan_ok=True)
     assert result["train_seconds"] > 0
     # rareseg evaluate on the same checkpoint reproduces the Lightning test pass pixel for pixel
-    scores = evaluate(tmp_path / "run" / "checkpoints" / "best.ckpt", synth_root, "test", patch_size=64, device="cpu", progress=False)
+    scores = evaluate(
+        tmp_path / "run" / "checkpoints" / "best.ckpt", synth_root, "test", patch_size=64, device="cpu", progress=False
+    )
     assert scores["confusion_matrix"] == result["confusion_matrix"]

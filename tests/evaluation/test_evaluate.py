@@ -83,14 +83,20 @@ def test_split_scores_match_a_numpy_confusion_matrix_of_the_whole_scene(synth_ro
         if not np.isnan(numpy_iou[class_id]):
             assert scores["per_class"][name]["iou"] == pytest.approx(numpy_iou[class_id])
         assert scores["per_class"][name]["support"] == expected[class_id].sum()
-    assert scores["summary"]["rare_iou"] == pytest.approx(summary_scores(expected, data.rare_classes)["rare_iou"], nan_ok=True)
+    assert scores["summary"]["rare_iou"] == pytest.approx(
+        summary_scores(expected, data.rare_classes)["rare_iou"], nan_ok=True
+    )
     [(stem, scene)] = scores["per_scene"].items()
     assert stem == data.split_scenes["test"][0]
     assert scene["miou"] == pytest.approx(scores["summary"]["miou"])
     water = data.class_names.index("water")
     water_probs, is_water = probs[water].astype(np.float64), truth == water
     bins = np.minimum(np.floor(water_probs * 10), 9).astype(int)
-    ece = sum(np.mean(bins == b) * abs(water_probs[bins == b].mean() - is_water[bins == b].mean()) for b in range(10) if np.any(bins == b))
+    ece = sum(
+        np.mean(bins == b) * abs(water_probs[bins == b].mean() - is_water[bins == b].mean())
+        for b in range(10)
+        if np.any(bins == b)
+    )
     assert scores["rare_probabilities"]["water"]["ece"] == pytest.approx(ece, rel=1e-4)
     assert sum(scores["rare_probabilities"]["water"]["count"]) == expected.sum()
 
@@ -117,16 +123,31 @@ def test_update_ignores_255_and_counts_rare_probabilities_by_hand() -> None:
 
 
 def _save_checkpoint(module: RareSegModule, path: Path) -> Path:
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": lightning.__version__}, path)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        path,
+    )
     return path
 
 
 def test_evaluate_from_a_checkpoint_writes_metrics_report_and_plots(synth_root: Path, tmp_path: Path) -> None:
     data = _data(synth_root)
     torch.manual_seed(0)
-    module = RareSegModule(num_classes=6, rare_classes=data.rare_classes, class_names=data.class_names, band_mean=data.band_mean, band_std=data.band_std)
+    module = RareSegModule(
+        num_classes=6,
+        rare_classes=data.rare_classes,
+        class_names=data.class_names,
+        band_mean=data.band_mean,
+        band_std=data.band_std,
+    )
     checkpoint = _save_checkpoint(module, tmp_path / "tiny.ckpt")
-    scores = evaluate(checkpoint, synth_root, "val", tmp_path / "out", batch_size=4, patch_size=128, device="cpu", progress=False)
+    scores = evaluate(
+        checkpoint, synth_root, "val", tmp_path / "out", batch_size=4, patch_size=128, device="cpu", progress=False
+    )
     direct = evaluate_module(module.eval(), synth_root, "val", batch_size=4, patch_size=128, progress=False)
     assert scores["confusion_matrix"] == direct.confusion_matrix.tolist()
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())

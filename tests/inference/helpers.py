@@ -36,7 +36,9 @@ class LocalNet(nn.Module):
     def forward(self, image: torch.Tensor) -> SegmentationOutput:
         self.calls += 1
         features = torch.tanh(self.hidden(image))
-        return SegmentationOutput(2 * self.classifier(features), None if self.saliency is None else self.saliency(features))
+        return SegmentationOutput(
+            2 * self.classifier(features), None if self.saliency is None else self.saliency(features)
+        )
 
 
 class TileContextNet(LocalNet):
@@ -88,13 +90,24 @@ def make_module(net: nn.Module | None = None, **overrides: object) -> RareSegMod
     }
     arguments.update(overrides)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Attribute 'net' is an instance of `nn.Module`")  # the module keeps its net in hparams
+        warnings.filterwarnings(
+            "ignore", message=r"Attribute 'net' is an instance of `nn.Module`"
+        )  # the module keeps its net in hparams
         return RareSegModule(**arguments)
 
 
-def write_geotiff(path: Path, image: np.ndarray, nodata: float | None = 0, crs: str | None = "EPSG:32644", pixel: float = 5.8) -> Path:
+def write_geotiff(
+    path: Path, image: np.ndarray, nodata: float | None = 0, crs: str | None = "EPSG:32644", pixel: float = 5.8
+) -> Path:
     """Write a (C, H, W) image as a GeoTIFF at an arbitrary UTM 44N origin."""
-    profile = {"driver": "GTiff", "count": image.shape[0], "height": image.shape[1], "width": image.shape[2], "dtype": str(image.dtype), "nodata": nodata}
+    profile = {
+        "driver": "GTiff",
+        "count": image.shape[0],
+        "height": image.shape[1],
+        "width": image.shape[2],
+        "dtype": str(image.dtype),
+        "nodata": nodata,
+    }
     if crs is not None:
         profile.update(crs=crs, transform=from_origin(400000.0, 2300000.0, pixel, pixel))
     with rasterio.open(path, "w", **profile) as dst:

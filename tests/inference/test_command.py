@@ -14,10 +14,28 @@ from tests.inference.helpers import write_geotiff
 
 
 def _infer(checkpoint: Path, scene: Path, out: Path, *extra: str) -> None:
-    main(["infer", "--checkpoint", str(checkpoint), "--input", str(scene), "--out", str(out), "--tile", "128", "--overlap", "16", "--quiet", *extra])
+    main(
+        [
+            "infer",
+            "--checkpoint",
+            str(checkpoint),
+            "--input",
+            str(scene),
+            "--out",
+            str(out),
+            "--tile",
+            "128",
+            "--overlap",
+            "16",
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
-def test_infer_writes_every_output_with_calibrated_thresholds(checkpoint_path: Path, scene_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_infer_writes_every_output_with_calibrated_thresholds(
+    checkpoint_path: Path, scene_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _infer(checkpoint_path, scene_path, tmp_path / "out")
     assert f"wrote 6 files to {tmp_path / 'out'} (9 tiles" in capsys.readouterr().out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -29,8 +47,12 @@ def test_infer_writes_every_output_with_calibrated_thresholds(checkpoint_path: P
         assert (mask.crs, mask.transform, mask.shape) == (src.crs, src.transform, src.shape)
 
 
-def test_infer_rare_class_selection_and_threshold_override(checkpoint_path: Path, scene_path: Path, tmp_path: Path) -> None:
-    _infer(checkpoint_path, scene_path, tmp_path / "out", "--rare-classes", "wetland", "--threshold", "0.0", "--topk", "5")
+def test_infer_rare_class_selection_and_threshold_override(
+    checkpoint_path: Path, scene_path: Path, tmp_path: Path
+) -> None:
+    _infer(
+        checkpoint_path, scene_path, tmp_path / "out", "--rare-classes", "wetland", "--threshold", "0.0", "--topk", "5"
+    )
     with rasterio.open(tmp_path / "out" / "rare_prob.tif") as probs:
         assert probs.descriptions == ("wetland",)
     with rasterio.open(tmp_path / "out" / "mask.tif") as mask:
@@ -44,7 +66,10 @@ def test_infer_rare_class_selection_and_threshold_override(checkpoint_path: Path
 def test_infer_reports_bad_input_in_one_line(checkpoint_path: Path, scene_path: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         _infer(checkpoint_path, scene_path, tmp_path / "out", "--rare-classes", "water,marsh")
-    assert str(exit_info.value) == "rareseg: error: unknown rare class 'marsh' (the checkpoint's rare classes: water, wetland)"
+    assert (
+        str(exit_info.value)
+        == "rareseg: error: unknown rare class 'marsh' (the checkpoint's rare classes: water, wetland)"
+    )
     two_bands = write_geotiff(tmp_path / "two.tif", np.ones((2, 32, 32), dtype=np.uint16))
     with pytest.raises(SystemExit) as exit_info:
         _infer(checkpoint_path, two_bands, tmp_path / "out")
@@ -55,7 +80,9 @@ def test_infer_reports_bad_input_in_one_line(checkpoint_path: Path, scene_path: 
     assert not (tmp_path / "out").exists()
 
 
-def test_infer_refuses_bad_options_with_usage(checkpoint_path: Path, scene_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_infer_refuses_bad_options_with_usage(
+    checkpoint_path: Path, scene_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         _infer(checkpoint_path, scene_path, tmp_path / "out", "--overlap", "100")
     assert exit_info.value.code == 2

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rareseg.inference.decisions import SALIENCY_LEVELS, assign_classes, nodata_pixels, override_rare_classes, quantise_saliency, topk_level
+from rareseg.inference.decisions import (
+    SALIENCY_LEVELS,
+    assign_classes,
+    nodata_pixels,
+    override_rare_classes,
+    quantise_saliency,
+    topk_level,
+)
 
 
 def _probs(*pixels: list[float]) -> np.ndarray:

@@ -30,7 +30,9 @@ def test_predict_normalises_with_the_band_statistics_and_applies_weights() -> No
     tiles = np.random.default_rng(0).integers(1, 1000, size=(2, 3, 20, 24)).astype(np.uint16)
     weights = np.linspace(0.1, 1.0, 20 * 24, dtype=np.float32).reshape(20, 24)
     probs, saliency = predictor.predict(tiles, weights)
-    normalised = (torch.from_numpy(tiles.astype(np.float64)) - torch.tensor(BAND_MEAN, dtype=torch.float64)[:, None, None]) / torch.tensor(BAND_STD, dtype=torch.float64)[:, None, None]
+    normalised = (
+        torch.from_numpy(tiles.astype(np.float64)) - torch.tensor(BAND_MEAN, dtype=torch.float64)[:, None, None]
+    ) / torch.tensor(BAND_STD, dtype=torch.float64)[:, None, None]
     with torch.no_grad():
         out = net.double()(normalised)
     expected_probs = torch.softmax(out.logits, dim=1).numpy() * weights
@@ -61,7 +63,9 @@ def test_rare_class_selection_by_name_or_id() -> None:
     assert predictor.select_rare_classes(None) == (4, 5)
     assert predictor.select_rare_classes(["wetland", "water"]) == (5, 4)
     assert predictor.select_rare_classes(["4", " wetland", "water"]) == (4, 5)
-    with pytest.raises(DataError, match=r"unknown rare class 'marsh' \(the checkpoint's rare classes: water, wetland\)"):
+    with pytest.raises(
+        DataError, match=r"unknown rare class 'marsh' \(the checkpoint's rare classes: water, wetland\)"
+    ):
         predictor.select_rare_classes(["water", "marsh"])
     with pytest.raises(DataError, match="unknown rare class 'forest'"):
         predictor.select_rare_classes(["forest"])

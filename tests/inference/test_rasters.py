@@ -11,11 +11,29 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 
-from rareseg.inference.rasters import BLOCK, BlockRowWriter, build_overviews, output_profile, overview_factors, write_mask_preview, write_probability_preview
+from rareseg.inference.rasters import (
+    BLOCK,
+    BlockRowWriter,
+    build_overviews,
+    output_profile,
+    overview_factors,
+    write_mask_preview,
+    write_probability_preview,
+)
 
 
 def _source(path: Path, height: int, width: int) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", height=height, width=width, count=1, dtype="uint8", crs="EPSG:32644", transform=from_origin(0, 0, 5.8, 5.8)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=height,
+        width=width,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32644",
+        transform=from_origin(0, 0, 5.8, 5.8),
+    ) as dst:
         dst.write(np.zeros((1, height, width), dtype=np.uint8))
     return path
 
@@ -57,13 +75,29 @@ def test_build_overviews_adds_the_factors(tmp_path: Path) -> None:
 def test_output_profile_copies_the_grid(tmp_path: Path) -> None:
     with rasterio.open(_source(tmp_path / "src.tif", 50, 70)) as src:
         profile = output_profile(src, 3, "float32", -1.0)
-        assert (profile["height"], profile["width"], profile["crs"], profile["transform"]) == (50, 70, src.crs, src.transform)
+        assert (profile["height"], profile["width"], profile["crs"], profile["transform"]) == (
+            50,
+            70,
+            src.crs,
+            src.transform,
+        )
     assert (profile["count"], profile["dtype"], profile["nodata"], profile["tiled"]) == (3, "float32", -1.0, True)
     assert profile["compress"] == "deflate"
 
 
 def _write(path: Path, data: np.ndarray, **tags: tuple[float, ...]) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", height=data.shape[1], width=data.shape[2], count=data.shape[0], dtype="uint8", nodata=255, crs="EPSG:32644", transform=from_origin(0, 0, 5.8, 5.8)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=data.shape[1],
+        width=data.shape[2],
+        count=data.shape[0],
+        dtype="uint8",
+        nodata=255,
+        crs="EPSG:32644",
+        transform=from_origin(0, 0, 5.8, 5.8),
+    ) as dst:
         dst.write(data)
         if "scales" in tags:
             dst.scales = tags["scales"]
@@ -75,14 +109,18 @@ def test_mask_preview_paints_class_colours_and_leaves_nodata_transparent(tmp_pat
     colours = [(10, 20, 30), (200, 100, 0), (0, 255, 0)]
     write_mask_preview(_write(tmp_path / "mask.tif", mask), tmp_path / "mask.png", colours, max_side=64)
     rgba = np.asarray(PIL.Image.open(tmp_path / "mask.png").convert("RGBA"))
-    expected = np.array([[(*colours[c], 255) if c != 255 else (0, 0, 0, 0) for c in row] for row in mask[0]], dtype=np.uint8)
+    expected = np.array(
+        [[(*colours[c], 255) if c != 255 else (0, 0, 0, 0) for c in row] for row in mask[0]], dtype=np.uint8
+    )
     np.testing.assert_array_equal(rgba[..., 3], expected[..., 3])
     np.testing.assert_array_equal(rgba[rgba[..., 3] > 0], expected[expected[..., 3] > 0])
 
 
 def test_probability_preview_is_magma_of_the_highest_rare_probability(tmp_path: Path) -> None:
     percent = np.array([[[0, 40, 100, 255]], [[10, 90, 5, 255]]], dtype=np.uint8)
-    write_probability_preview(_write(tmp_path / "prob.tif", percent, scales=(0.01, 0.01)), tmp_path / "prob.png", max_side=64)
+    write_probability_preview(
+        _write(tmp_path / "prob.tif", percent, scales=(0.01, 0.01)), tmp_path / "prob.png", max_side=64
+    )
     rgba = np.asarray(PIL.Image.open(tmp_path / "prob.png").convert("RGBA"))
     expected = matplotlib.colormaps["magma"](np.array([0.10, 0.90, 1.00]), bytes=True)
     np.testing.assert_array_equal(rgba[0, :3], expected)

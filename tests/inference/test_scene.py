@@ -16,15 +16,35 @@ import torch
 from torch import nn
 
 from rareseg.datamodules import DataError
-from rareseg.inference import OUTPUTS, BlockRowWriter, InferenceCancelled, Predictor, SceneResult, check_options, predict_scene
+from rareseg.inference import (
+    OUTPUTS,
+    BlockRowWriter,
+    InferenceCancelled,
+    Predictor,
+    SceneResult,
+    check_options,
+    predict_scene,
+)
 from rareseg.inference import scene as scene_module
 from rareseg.inference.scene import PREDICTION_SHARE, TOPK_DONE
-from tests.inference.helpers import BAND_MEAN, BAND_STD, CLASS_NAMES, ConstantNet, FailingNet, LocalNet, TileContextNet, make_module, write_geotiff
+from tests.inference.helpers import (
+    BAND_MEAN,
+    BAND_STD,
+    CLASS_NAMES,
+    ConstantNet,
+    FailingNet,
+    LocalNet,
+    TileContextNet,
+    make_module,
+    write_geotiff,
+)
 
 CONSTANT_PROBS = [0.45, 0.1, 0.05, 0.05, 0.3, 0.05]
 
 
-def _predict(net: nn.Module, scene: Path, out: Path, thresholds: dict[int, float] | None = None, **options: Any) -> SceneResult:
+def _predict(
+    net: nn.Module, scene: Path, out: Path, thresholds: dict[int, float] | None = None, **options: Any
+) -> SceneResult:
     predictor = Predictor.from_module(make_module(net), device="cpu", thresholds=thresholds)
     return predict_scene(predictor, scene, out, **options)
 
@@ -80,8 +100,12 @@ def test_preview_is_decimated_to_the_requested_side(scene_path: Path, tmp_path: 
     assert matplotlib.image.imread(tmp_path / "preview_prob.png").shape[:2] == (85, 85)
 
 
-@pytest.mark.parametrize(("rows", "cols"), [(slice(0, 256), slice(0, 256)), (slice(0, 230), slice(10, 180)), (slice(0, 40), slice(0, 256))])
-def test_blended_tiles_equal_the_one_tile_prediction_away_from_tile_edges(full_scene_path: Path, tmp_path: Path, rows: slice, cols: slice) -> None:
+@pytest.mark.parametrize(
+    ("rows", "cols"), [(slice(0, 256), slice(0, 256)), (slice(0, 230), slice(10, 180)), (slice(0, 40), slice(0, 256))]
+)
+def test_blended_tiles_equal_the_one_tile_prediction_away_from_tile_edges(
+    full_scene_path: Path, tmp_path: Path, rows: slice, cols: slice
+) -> None:
     image = _read(full_scene_path)[:, rows, cols]
     scene = write_geotiff(tmp_path / "scene.tif", np.ascontiguousarray(image))
     net = LocalNet()
@@ -169,10 +193,17 @@ def test_tiles_entirely_nodata_are_not_predicted(full_scene_path: Path, tmp_path
     ],
 )
 def test_threshold_gives_a_rare_class_pixels_whose_argmax_is_another_class(
-    full_scene_path: Path, tmp_path: Path, options: dict[str, Any], thresholds: dict[int, float] | None, expected_class: int, source: str
+    full_scene_path: Path,
+    tmp_path: Path,
+    options: dict[str, Any],
+    thresholds: dict[int, float] | None,
+    expected_class: int,
+    source: str,
 ) -> None:
     # every pixel: P = (0.45, 0.1, 0.05, 0.05, 0.3, 0.05): argmax cropland, water 0.3, wetland 0.05
-    result = _predict(ConstantNet(CONSTANT_PROBS), full_scene_path, tmp_path, thresholds=thresholds, tile=128, overlap=16, **options)
+    result = _predict(
+        ConstantNet(CONSTANT_PROBS), full_scene_path, tmp_path, thresholds=thresholds, tile=128, overlap=16, **options
+    )
     assert np.all(_read(tmp_path / "mask.tif") == expected_class)
     assert result.summary["threshold_source"] == source
     selected = [CLASS_NAMES.index(name) for name in options.get("rare_classes", ["water", "wetland"])]
@@ -223,8 +254,16 @@ def test_summary_areas_are_counts_times_pixel_area(scene_path: Path, tmp_path: P
     assert summary["crs"] == "EPSG:32644"
     assert summary["valid_pixels"] + summary["nodata_pixels"] == 256 * 256
     assert summary["valid_pixels"] == counts.sum()
-    assert summary["tiles"] == {"size": [64, 64], "overlap": 16, "batch_size": 8, "count": 25, "predicted": result.summary["tiles"]["predicted"]}
-    assert summary["seconds"] > 0 and summary["megapixels_per_second"] == pytest.approx(256 * 256 / 1e6 / summary["seconds"])
+    assert summary["tiles"] == {
+        "size": [64, 64],
+        "overlap": 16,
+        "batch_size": 8,
+        "count": 25,
+        "predicted": result.summary["tiles"]["predicted"],
+    }
+    assert summary["seconds"] > 0 and summary["megapixels_per_second"] == pytest.approx(
+        256 * 256 / 1e6 / summary["seconds"]
+    )
 
 
 def _previous_outputs(out: Path) -> dict[str, str]:
@@ -244,12 +283,16 @@ def _assert_untouched(out: Path, previous: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("stop_at", [0.0, 0.5, PREDICTION_SHARE, TOPK_DONE])
-def test_cancelled_run_leaves_no_output_and_keeps_earlier_ones(scene_path: Path, tmp_path: Path, stop_at: float) -> None:
+def test_cancelled_run_leaves_no_output_and_keeps_earlier_ones(
+    scene_path: Path, tmp_path: Path, stop_at: float
+) -> None:
     out = tmp_path / "out"
     previous = _previous_outputs(out)
     done = [0.0]
     with pytest.raises(InferenceCancelled):
-        _predict(LocalNet(), scene_path, out, tile=64, overlap=16, progress=done.append, cancel=lambda: done[-1] >= stop_at)
+        _predict(
+            LocalNet(), scene_path, out, tile=64, overlap=16, progress=done.append, cancel=lambda: done[-1] >= stop_at
+        )
     _assert_untouched(out, previous)
     assert done[-1] >= stop_at
 
@@ -315,7 +358,9 @@ def test_output_dir_that_cannot_be_created_is_a_one_line_error(scene_path: Path,
 
 
 def test_unknown_rare_class_is_a_one_line_error(scene_path: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"unknown rare class 'reeds' \(the checkpoint's rare classes: water, wetland\)"):
+    with pytest.raises(
+        DataError, match=r"unknown rare class 'reeds' \(the checkpoint's rare classes: water, wetland\)"
+    ):
         _predict(LocalNet(), scene_path, tmp_path / "out", rare_classes=["reeds"])
     assert not (tmp_path / "out").exists()
 
@@ -338,7 +383,9 @@ def test_bad_options_are_refused(arguments: tuple, message: str) -> None:
         check_options(*arguments)
 
 
-def test_failure_while_writing_leaves_no_output(scene_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_while_writing_leaves_no_output(
+    scene_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
     previous = _previous_outputs(out)
     original = BlockRowWriter.append
@@ -356,7 +403,9 @@ def test_failure_while_writing_leaves_no_output(scene_path: Path, tmp_path: Path
     _assert_untouched(out, previous)
 
 
-def test_failure_while_finishing_the_outputs_leaves_no_output(scene_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_while_finishing_the_outputs_leaves_no_output(
+    scene_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The overviews and previews run on a second thread; their errors still reach the caller."""
     out = tmp_path / "out"
     previous = _previous_outputs(out)

@@ -79,8 +79,12 @@ def test_blend_window_is_the_outer_product_of_the_ramps() -> None:
     assert window[0, 0] == pytest.approx(edge_ramp(24, 6)[0] ** 2, rel=1e-6)
 
 
-@pytest.mark.parametrize(("height", "width", "tile", "overlap"), [(150, 230, 64, 16), (64, 100, 64, 32), (40, 300, 64, 8), (97, 97, 32, 0)])
-def test_coverage_weights_multiply_to_the_summed_blend_windows(height: int, width: int, tile: int, overlap: int) -> None:
+@pytest.mark.parametrize(
+    ("height", "width", "tile", "overlap"), [(150, 230, 64, 16), (64, 100, 64, 32), (40, 300, 64, 8), (97, 97, 32, 0)]
+)
+def test_coverage_weights_multiply_to_the_summed_blend_windows(
+    height: int, width: int, tile: int, overlap: int
+) -> None:
     """The 2-D weight sum of every pixel, accumulated tile by tile in float64, is the outer product of the 1-D sums."""
     tile_h, tile_w = min(tile, height), min(tile, width)
     window = blend_window(tile_h, tile_w, overlap).astype(np.float64)

@@ -25,8 +25,23 @@ OPTIONS = {"tile": 128, "overlap": 16, "batch_size": 4}
 RASTERS = ("mask.tif", "rare_prob.tif", "saliency_topk.tif")
 
 
-def _predict(module, datamodule, writer: ScenePredictionWriter, ckpt_path: Path | None, root_dir: Path, callbacks=(), **trainer_kwargs) -> None:
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=root_dir)
+def _predict(
+    module,
+    datamodule,
+    writer: ScenePredictionWriter,
+    ckpt_path: Path | None,
+    root_dir: Path,
+    callbacks=(),
+    **trainer_kwargs,
+) -> None:
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root_dir,
+    )
     trainer = Trainer(**{**defaults, **trainer_kwargs}, callbacks=[writer, *callbacks])
     trainer.predict(module, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
 
@@ -49,7 +64,10 @@ def _assert_same_as_predict_scene(written: Path, scene: Path, checkpoint_path: P
         np.testing.assert_array_equal(_read(written / name), _read(direct.outputs[name]), err_msg=name)
     summary = json.loads((written / "summary.json").read_text())
     assert summary["rare_classes"] == direct.summary["rare_classes"]
-    assert summary["rare_classes"] == [{"id": 4, "name": "water", "threshold": 0.5}, {"id": 5, "name": "wetland", "threshold": CALIBRATED_THRESHOLDS[5]}]
+    assert summary["rare_classes"] == [
+        {"id": 4, "name": "water", "threshold": 0.5},
+        {"id": 5, "name": "wetland", "threshold": CALIBRATED_THRESHOLDS[5]},
+    ]
     assert summary["threshold_source"] == "checkpoint+default"
     assert summary["input"] == str(scene.resolve()) and summary["checkpoint"] == str(checkpoint_path)
 
@@ -58,7 +76,9 @@ def _assert_complete(folder: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == sorted(OUTPUTS)  # every output, no staging folder left
 
 
-def test_trainer_predict_writes_each_scene_as_predict_scene_does(synth_root: Path, checkpoint_path: Path, tmp_path: Path) -> None:
+def test_trainer_predict_writes_each_scene_as_predict_scene_does(
+    synth_root: Path, checkpoint_path: Path, tmp_path: Path
+) -> None:
     scenes = _unlabelled_scenes(synth_root, tmp_path / "new", ["scene_01", "scene_03"])  # scene_01 has a nodata margin
     datamodule = LissIVDataModule(str(synth_root), generate_if_missing=False, predict_inputs=[str(tmp_path / "new")])
     module = RareSegModule.load_from_checkpoint(checkpoint_path, map_location="cpu")
@@ -80,7 +100,9 @@ def test_trainer_predict_writes_each_scene_as_predict_scene_does(synth_root: Pat
         ({"rare_classes": ["wetland"]}, False, [0.5], "default"),  # no checkpoint restored: no calibrated thresholds
     ],
 )
-def test_threshold_and_rare_class_options_reach_the_outputs(synth_root, checkpoint_path, tmp_path, options, ckpt, expected, source) -> None:
+def test_threshold_and_rare_class_options_reach_the_outputs(
+    synth_root, checkpoint_path, tmp_path, options, ckpt, expected, source
+) -> None:
     datamodule = LissIVDataModule(str(synth_root), generate_if_missing=False)  # predicts the test split: scene_03
     module = RareSegModule.load_from_checkpoint(checkpoint_path, map_location="cpu")
     writer = ScenePredictionWriter(output_dir=str(tmp_path / "out"), **OPTIONS, **options)
@@ -110,13 +132,27 @@ def test_options_are_checked_at_construction() -> None:
 def test_unsupported_trainer_precision_is_refused(synth_root, tmp_path) -> None:
     datamodule = LissIVDataModule(str(synth_root), generate_if_missing=False)
     with pytest.raises(ValueError, match="trainer precision '64-true' is not supported"):
-        _predict(make_module(LocalNet()), datamodule, ScenePredictionWriter(output_dir=str(tmp_path / "out"), **OPTIONS), None, tmp_path, precision="64-true")
+        _predict(
+            make_module(LocalNet()),
+            datamodule,
+            ScenePredictionWriter(output_dir=str(tmp_path / "out"), **OPTIONS),
+            None,
+            tmp_path,
+            precision="64-true",
+        )
 
 
 def test_batches_of_crops_are_skipped_with_a_warning(tmp_path) -> None:
     crops = DataLoader([{"image": torch.zeros(3, 16, 16)}] * 2, batch_size=2)
     writer = ScenePredictionWriter(output_dir=str(tmp_path / "out"))
-    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, callbacks=[writer])
+    trainer = Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[writer],
+    )
     with pytest.warns(UserWarning, match="did not return a scene descriptor"):
         predictions = trainer.predict(make_module(LocalNet()), crops)
     assert predictions[0]["probs"].shape == (2, 6, 16, 16)
@@ -130,11 +166,29 @@ def test_ddp_writes_every_scene_exactly_once(synth_root: Path, checkpoint_path: 
     datamodule = LissIVDataModule(str(synth_root), generate_if_missing=False, predict_inputs=[str(s) for s in scenes])
     module = RareSegModule.load_from_checkpoint(checkpoint_path, map_location="cpu")
     out = tmp_path / "predictions"
-    _predict(module, datamodule, ScenePredictionWriter(output_dir=str(out), **OPTIONS), checkpoint_path, tmp_path, strategy="ddp_spawn", devices=2, callbacks=[CloseProcessGroupAtExit()])
+    _predict(
+        module,
+        datamodule,
+        ScenePredictionWriter(output_dir=str(out), **OPTIONS),
+        checkpoint_path,
+        tmp_path,
+        strategy="ddp_spawn",
+        devices=2,
+        callbacks=[CloseProcessGroupAtExit()],
+    )
     index = json.loads((out / "predictions.json").read_text())
     # gathered from both ranks without de-duplication: a scene predicted twice would be listed twice
-    assert [(s["name"], s["rank"]) for s in index["scenes"]] == [("field_scene_00", 0), ("field_scene_01", 1), ("field_scene_02", 0)]
-    assert sorted(p.name for p in out.iterdir()) == ["field_scene_00", "field_scene_01", "field_scene_02", "predictions.json"]
+    assert [(s["name"], s["rank"]) for s in index["scenes"]] == [
+        ("field_scene_00", 0),
+        ("field_scene_01", 1),
+        ("field_scene_02", 0),
+    ]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "field_scene_00",
+        "field_scene_01",
+        "field_scene_02",
+        "predictions.json",
+    ]
     for scene in scenes:
         _assert_complete(out / scene.stem)
     _assert_same_as_predict_scene(out / "field_scene_01", scenes[1], checkpoint_path, tmp_path / "direct")

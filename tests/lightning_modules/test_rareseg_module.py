@@ -22,7 +22,11 @@ class TinyNet(nn.Module):
 
     def __init__(self, num_classes: int = 3, in_channels: int = 3, rare_classes=(2,), norm: str = "batch") -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8) if norm == "batch" else nn.GroupNorm(2, 8), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, padding=1),
+            nn.BatchNorm2d(8) if norm == "batch" else nn.GroupNorm(2, 8),
+            nn.ReLU(),
+        )
         self.head = nn.Conv2d(8, num_classes, 1)
         self.saliency = nn.Conv2d(8, len(rare_classes), 1)
 
@@ -70,7 +74,15 @@ def _module(optimizer: str = "casm", norm: str = "batch", **kwargs) -> RareSegMo
 
 
 def _trainer(tmp_path: Path, **kwargs) -> Trainer:
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, deterministic=True)
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        deterministic=True,
+    )
     return Trainer(**{**defaults, **kwargs})
 
 
@@ -119,7 +131,9 @@ def test_resume_from_mid_run_checkpoint_reaches_the_same_weights(tmp_path, optim
     trainer.fit(first, FixedData())
     trainer.save_checkpoint(tmp_path / "mid.ckpt")
     resumed = _module(optimizer)
-    _trainer(tmp_path / "c", max_epochs=2, enable_checkpointing=False).fit(resumed, FixedData(), ckpt_path=tmp_path / "mid.ckpt")
+    _trainer(tmp_path / "c", max_epochs=2, enable_checkpointing=False).fit(
+        resumed, FixedData(), ckpt_path=tmp_path / "mid.ckpt"
+    )
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -163,8 +177,6 @@ def test_predict_step_returns_crop_probabilities_and_passes_scene_descriptors_th
     assert module.predict_step(scene, 0) is scene
 
 
-
-
 @pytest.mark.slow
 def test_ddp_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path) -> None:
     single = _module(norm="group")
@@ -173,7 +185,15 @@ def test_ddp_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path)
     p_r_single = single_trainer.callback_metrics["train/p_r"].item()
 
     ddp = _module(norm="group")
-    ddp_trainer = _trainer(tmp_path / "two", max_steps=1, enable_checkpointing=False, devices=2, strategy="ddp_spawn", deterministic=False, callbacks=[CloseProcessGroupAtExit()])
+    ddp_trainer = _trainer(
+        tmp_path / "two",
+        max_steps=1,
+        enable_checkpointing=False,
+        devices=2,
+        strategy="ddp_spawn",
+        deterministic=False,
+        callbacks=[CloseProcessGroupAtExit()],
+    )
     ddp_trainer.fit(ddp, FixedData(batch_size=2, n=4))
     assert ddp_trainer.callback_metrics["train/p_r"].item() == pytest.approx(p_r_single, rel=1e-6)
     for (name, a), b in zip(single.state_dict().items(), ddp.state_dict().values()):

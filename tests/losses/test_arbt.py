@@ -103,8 +103,15 @@ def test_matches_float64_reference(alpha_on, eta, delta, lam, gamma, eps):
     f = torch.tensor(FREQS, dtype=torch.float64)
     onehot, valid = one_hot_valid(target, len(FREQS), IGNORE)
     pure = arbt_loss(
-        logits.softmax(1), onehot, valid, arbt_alpha(f, eta), inverse_frequency_weights(f, delta, eps),
-        lam, gamma, eps, alpha_on,
+        logits.softmax(1),
+        onehot,
+        valid,
+        arbt_alpha(f, eta),
+        inverse_frequency_weights(f, delta, eps),
+        lam,
+        gamma,
+        eps,
+        alpha_on,
     )
     assert abs(pure.item() - expected) < 1e-12 * abs(expected)
 

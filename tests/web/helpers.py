@@ -92,7 +92,14 @@ def predictor_of(net: nn.Module, rare_classes: tuple[int, ...] = (4, 5)) -> Pred
 
 def write_tiff(path: Path, image: np.ndarray, crs: str | None = "EPSG:32644") -> Path:
     """A GeoTIFF of a (C, H, W) uint16 image at 5.8 m."""
-    profile = {"driver": "GTiff", "count": image.shape[0], "height": image.shape[1], "width": image.shape[2], "dtype": "uint16", "nodata": 0}
+    profile = {
+        "driver": "GTiff",
+        "count": image.shape[0],
+        "height": image.shape[1],
+        "width": image.shape[2],
+        "dtype": "uint16",
+        "nodata": 0,
+    }
     if crs is not None:
         profile.update(crs=crs, transform=from_origin(400000.0, 2300000.0, 5.8, 5.8))
     with rasterio.open(path, "w", **profile) as dst:

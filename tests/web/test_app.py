@@ -37,7 +37,13 @@ def test_page_and_static_files_load_nothing_external(client: FlaskClient) -> Non
     page = client.get("/")
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
-    for text in ("Upload LISS-IV Image".lower(), "top-k saliency (%)", "segmentation mask", "rare-class probability map", ">run<"):
+    for text in (
+        "Upload LISS-IV Image".lower(),
+        "top-k saliency (%)",
+        "segmentation mask",
+        "rare-class probability map",
+        ">run<",
+    ):
         assert text in html.lower()
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert page.headers["X-Content-Type-Options"] == "nosniff"
@@ -52,15 +58,26 @@ def test_page_and_static_files_load_nothing_external(client: FlaskClient) -> Non
 
 def test_config_describes_the_checkpoint(client: FlaskClient) -> None:
     config = client.get("/api/config").get_json()
-    assert [(c["id"], c["name"], c["rare"]) for c in config["classes"]] == [(i, name, rare) for i, name, _, rare in CLASSES]
-    assert [c["colour"] for c in config["classes"]] == [matplotlib.colors.to_hex(np.array(rgb) / 255) for _, _, rgb, _ in CLASSES]
+    assert [(c["id"], c["name"], c["rare"]) for c in config["classes"]] == [
+        (i, name, rare) for i, name, _, rare in CLASSES
+    ]
+    assert [c["colour"] for c in config["classes"]] == [
+        matplotlib.colors.to_hex(np.array(rgb) / 255) for _, _, rgb, _ in CLASSES
+    ]
     assert config["rare_classes"] == ["water", "wetland"]
     assert config["thresholds"] == {"water": 0.5, "wetland": 0.3}
     assert config["threshold_sources"] == {"water": "default", "wetland": "checkpoint"}
-    assert (config["topk"], config["bands"], config["max_upload_mb"], config["checkpoint"]) == (10.0, 3, 1024.0, "model.ckpt")
+    assert (config["topk"], config["bands"], config["max_upload_mb"], config["checkpoint"]) == (
+        10.0,
+        3,
+        1024.0,
+        "model.ckpt",
+    )
     magma = matplotlib.colormaps["magma"]
     # the same 8-bit colours as preview_prob.png (magma with bytes=True)
-    assert config["colorbar"] == ["#{:02x}{:02x}{:02x}".format(*magma(x, bytes=True)[:3]) for x in np.linspace(0, 1, 11)]
+    assert config["colorbar"] == [
+        "#{:02x}{:02x}{:02x}".format(*magma(x, bytes=True)[:3]) for x in np.linspace(0, 1, 11)
+    ]
 
 
 def test_job_runs_and_serves_its_files(client: FlaskClient, scene: Path) -> None:
@@ -71,7 +88,12 @@ def test_job_runs_and_serves_its_files(client: FlaskClient, scene: Path) -> None
     status = wait_for(client, job_id)
     assert (status["status"], status["progress"], status["error"], status["version"]) == ("done", 1.0, None, 1)
     assert status["files"] == list(FILES)
-    assert status["options"] == {"rare_classes": ["water", "wetland"], "thresholds": {"water": 0.2, "wetland": 0.2}, "threshold_source": "override", "topk": 5.0}
+    assert status["options"] == {
+        "rare_classes": ["water", "wetland"],
+        "thresholds": {"water": 0.2, "wetland": 0.2},
+        "threshold_source": "override",
+        "topk": 5.0,
+    }
     assert status["input"] == {"name": "my_scene.tif", "width": 256, "height": 256, "bands": 3, "crs": "EPSG:32644"}
     preview = client.get(f"/api/jobs/{job_id}/files/preview_mask.png")
     assert preview.mimetype == "image/png" and "attachment" not in preview.headers.get("Content-Disposition", "")
@@ -92,7 +114,11 @@ def test_render_changes_the_outputs_without_a_new_job(client: FlaskClient, done_
     response = client.post(f"/api/jobs/{done_job}/render", data={"threshold": "0.95", "topk": "20"})
     assert response.status_code == 200
     status = response.get_json()
-    assert (status["version"], status["options"]["thresholds"], status["options"]["topk"]) == (2, {"water": 0.95, "wetland": 0.95}, 20.0)
+    assert (status["version"], status["options"]["thresholds"], status["options"]["topk"]) == (
+        2,
+        {"water": 0.95, "wetland": 0.95},
+        20.0,
+    )
     assert client.get(f"/api/jobs/{done_job}/files/preview_mask.png").data != before
     summary = client.get(f"/api/jobs/{done_job}/files/summary.json").get_json()
     assert [c["threshold"] for c in summary["rare_classes"]] == [0.95, 0.95] and summary["topk"]["percent"] == 20.0
@@ -151,12 +177,23 @@ def the_scene(tmp: Path, scene: Path) -> Path:
         (truncated_cog, {}, "notes.txt: corrupt or truncated GeoTIFF (its pixels cannot be read)"),
         (four_band_file, {}, "notes.txt: has 4 bands, the model expects 3"),
         (the_scene, {"threshold": "-1"}, "threshold must be a number in [0, 1], got '-1'"),
-        (the_scene, {"rare_classes": "cropland"}, "unknown rare class 'cropland' (the checkpoint's rare classes: water, wetland)"),
+        (
+            the_scene,
+            {"rare_classes": "cropland"},
+            "unknown rare class 'cropland' (the checkpoint's rare classes: water, wetland)",
+        ),
         (the_scene, {"topk": "abc"}, "topk must be a number in (0, 100], got 'abc'"),
     ],
     ids=["no-file", "text", "png", "truncated", "truncated-cog", "four-bands", "threshold", "class", "topk"],
 )
-def test_bad_uploads_get_400_and_leave_nothing_behind(client: FlaskClient, scene: Path, tmp_path: Path, make_file: Callable[[Path, Path], Path] | None, fields: dict[str, str], message: str) -> None:
+def test_bad_uploads_get_400_and_leave_nothing_behind(
+    client: FlaskClient,
+    scene: Path,
+    tmp_path: Path,
+    make_file: Callable[[Path, Path], Path] | None,
+    fields: dict[str, str],
+    message: str,
+) -> None:
     path = None if make_file is None else make_file(tmp_path, scene)
     response = upload(client, path, name="notes.txt", **fields)
     assert response.status_code == 400 and response.get_json() == {"error": message, "status": 400}
@@ -175,14 +212,22 @@ def test_too_large_uploads_get_413_json(predictor: Predictor, scene: Path, tmp_p
         response = upload(app.test_client(), scene)
     finally:
         job_manager(app).shutdown()
-    assert response.status_code == 413 and response.get_json() == {"error": "upload too large: the limit is 0.05 MB", "status": 413}
+    assert response.status_code == 413 and response.get_json() == {
+        "error": "upload too large: the limit is 0.05 MB",
+        "status": 413,
+    }
     assert list((tmp_path / "jobs").iterdir()) == []
 
 
-@pytest.mark.parametrize(("method", "suffix"), [("get", ""), ("get", "/files/mask.tif"), ("post", "/render"), ("post", "/cancel")])
+@pytest.mark.parametrize(
+    ("method", "suffix"), [("get", ""), ("get", "/files/mask.tif"), ("post", "/render"), ("post", "/cancel")]
+)
 def test_unknown_jobs_are_404(client: FlaskClient, method: str, suffix: str) -> None:
     response = getattr(client, method)(f"/api/jobs/AAAAAAAAAAAAAAAAAAAAAA{suffix}")
-    assert response.status_code == 404 and response.get_json() == {"error": "unknown job (it never existed or was deleted)", "status": 404}
+    assert response.status_code == 404 and response.get_json() == {
+        "error": "unknown job (it never existed or was deleted)",
+        "status": 404,
+    }
 
 
 @pytest.mark.parametrize(
@@ -215,7 +260,16 @@ def test_uploaded_names_are_never_used_as_paths(client: FlaskClient, scene: Path
     assert not list(tmp_path.rglob("*passwd*"))
 
 
-@pytest.mark.parametrize(("name", "shown"), [("../../etc/passwd", "etc_passwd"), ("my scene.tif", "my_scene.tif"), ("", "upload.tif"), ("../..", "upload.tif"), (None, "upload.tif")])
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("../../etc/passwd", "etc_passwd"),
+        ("my scene.tif", "my_scene.tif"),
+        ("", "upload.tif"),
+        ("../..", "upload.tif"),
+        (None, "upload.tif"),
+    ],
+)
 def test_display_name(name: str | None, shown: str) -> None:
     assert display_name(name) == shown
 
@@ -228,7 +282,10 @@ def test_wrong_methods_and_routes_answer_json(client: FlaskClient, done_job: str
 
 def test_cancel_of_a_finished_job_is_a_conflict(client: FlaskClient, done_job: str) -> None:
     response = client.post(f"/api/jobs/{done_job}/cancel")
-    assert response.status_code == 409 and response.get_json() == {"error": f"job {done_job} is already done", "status": 409}
+    assert response.status_code == 409 and response.get_json() == {
+        "error": f"job {done_job} is already done",
+        "status": 409,
+    }
 
 
 def test_create_app_loads_the_checkpoint_once(web_checkpoint: Path, tmp_path: Path) -> None:
@@ -246,7 +303,11 @@ def test_default_jobs_folder_is_a_new_temporary_one(predictor: Predictor) -> Non
     app = create_app(WebConfig(), predictor=predictor)
     manager = job_manager(app)
     try:
-        assert manager.jobs_dir.is_dir() and manager.jobs_dir.name.startswith("rareseg-web-") and not any(manager.jobs_dir.iterdir())
+        assert (
+            manager.jobs_dir.is_dir()
+            and manager.jobs_dir.name.startswith("rareseg-web-")
+            and not any(manager.jobs_dir.iterdir())
+        )
     finally:
         manager.shutdown()
         manager.jobs_dir.rmdir()

@@ -18,7 +18,15 @@ from rareseg.web import job_manager
 from tests.web.helpers import make_app
 
 CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 IMAGES = ["img-input", "img-mask", "img-prob", "img-topk"]
 IMAGES_LOADED = f"() => {IMAGES}.every(id => {{ const img = document.getElementById(id); return img.complete && img.naturalWidth > 0; }})"
 
@@ -49,7 +57,11 @@ def synthetic_scene(tmp_path: Path) -> Path:
 
 def set_range(page: object, selector: str, value: float) -> None:
     """Move a range input the way a user does: ``input`` events while dragging, ``change`` on release."""
-    page.eval_on_selector(selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); }", str(value))
+    page.eval_on_selector(
+        selector,
+        "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); }",
+        str(value),
+    )
 
 
 def test_upload_run_rerender_and_download_in_chromium(live_server: str, synthetic_scene: Path, tmp_path: Path) -> None:
@@ -61,7 +73,9 @@ def test_upload_run_rerender_and_download_in_chromium(live_server: str, syntheti
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-            page.on("request", lambda request: None if request.url.startswith(live_server) else outside.append(request.url))
+            page.on(
+                "request", lambda request: None if request.url.startswith(live_server) else outside.append(request.url)
+            )
             page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(live_server + "/")
@@ -100,7 +114,9 @@ def test_upload_run_rerender_and_download_in_chromium(live_server: str, syntheti
             downloaded = tmp_path / "downloaded.tif"
             download.save_as(downloaded)
 
-            page.set_input_files("#image-input", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"}])
+            page.set_input_files(
+                "#image-input", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"}]
+            )
             page.click("#run")
             page.wait_for_selector("#message:not([hidden])")
             assert page.inner_text("#message") == "notes.txt: not a GeoTIFF (it cannot be read as a raster image)"

@@ -18,7 +18,18 @@ from rareseg.cli import TOOLS, main
 from rareseg.web.command import is_loopback
 
 
-@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True), ("127.0.0.2", True), ("0.0.0.0", False), ("192.168.1.5", False), ("example.org", False)])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("127.0.0.2", True),
+        ("0.0.0.0", False),
+        ("192.168.1.5", False),
+        ("example.org", False),
+    ],
+)
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
@@ -34,8 +45,16 @@ def test_serve_is_a_rareseg_tool_with_documented_flags(capsys: pytest.CaptureFix
     assert "127.0.0.1" in help_text and "1024" in help_text
 
 
-@pytest.mark.parametrize(("arguments", "message"), [(["--workers", "0"], "workers must be >= 1, got 0"), (["--port", "70000"], r"--port must be in \[0, 65535\], got 70000")])
-def test_bad_flags_exit_with_a_usage_error(arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--workers", "0"], "workers must be >= 1, got 0"),
+        (["--port", "70000"], r"--port must be in \[0, 65535\], got 70000"),
+    ],
+)
+def test_bad_flags_exit_with_a_usage_error(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", "--checkpoint", "x.ckpt", *arguments])
     assert exit_info.value.code == 2
@@ -56,7 +75,21 @@ def test_serve_answers_on_its_port_and_stops_on_ctrl_c(web_checkpoint: Path, tmp
         "import faulthandler, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
         "faulthandler.register(signal.SIGUSR1, all_threads=True); from rareseg.cli import main; main()"
     )
-    command = [sys.executable, "-u", "-c", launcher, "serve", "--checkpoint", str(web_checkpoint), "--port", "0", "--device", "cpu", "--jobs-dir", str(tmp_path / "jobs")]
+    command = [
+        sys.executable,
+        "-u",
+        "-c",
+        launcher,
+        "serve",
+        "--checkpoint",
+        str(web_checkpoint),
+        "--port",
+        "0",
+        "--device",
+        "cpu",
+        "--jobs-dir",
+        str(tmp_path / "jobs"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -76,7 +109,9 @@ def test_serve_answers_on_its_port_and_stops_on_ctrl_c(web_checkpoint: Path, tmp
             server.send_signal(signal.SIGUSR1)
             time.sleep(2)
             server.kill()
-            pytest.fail("rareseg serve did not stop within 30 s of SIGINT; its threads:\n" + server.communicate()[1][-6000:])
+            pytest.fail(
+                "rareseg serve did not stop within 30 s of SIGINT; its threads:\n" + server.communicate()[1][-6000:]
+            )
         assert server.returncode == 0
         assert server.stdout.read() == "rareseg serve: stopping\n"
     finally:

@@ -57,10 +57,14 @@ def test_serial_predictor_shares_the_model_and_runs_one_forward_at_a_time() -> N
     np.testing.assert_allclose(results[0][0, :, 0, 0], [1 / 6] * 6, rtol=1e-6)
 
 
-def test_eight_simultaneous_jobs_all_finish_with_their_own_outputs(predictor: Predictor, synth_root: Path, tmp_path: Path) -> None:
+def test_eight_simultaneous_jobs_all_finish_with_their_own_outputs(
+    predictor: Predictor, synth_root: Path, tmp_path: Path
+) -> None:
     app = make_app(predictor, tmp_path / "jobs", workers=2)
     scenes = sorted((synth_root / "images").glob("*.tif"))
-    requests = [(scenes[i % 4], {"threshold": ["0.2", "water:0.6,wetland:0.25"][i // 4], "topk": str(2 + i)}) for i in range(8)]
+    requests = [
+        (scenes[i % 4], {"threshold": ["0.2", "water:0.6,wetland:0.25"][i // 4], "topk": str(2 + i)}) for i in range(8)
+    ]
     start = threading.Barrier(len(requests))
 
     def submit(index: int) -> str:
@@ -81,8 +85,16 @@ def test_eight_simultaneous_jobs_all_finish_with_their_own_outputs(predictor: Pr
     assert len(set(ids)) == 8 and [s["status"] for s in statuses] == ["done"] * 8
     for index, (job_id, (scene, fields)) in enumerate(zip(ids, requests)):
         reference = tmp_path / f"reference{index}"
-        predict_scene(predictor, scene, reference / "network", threshold=ARGMAX_THRESHOLD, topk=float(fields["topk"]), **TILING)
-        render_outputs(reference / "network", reference, parse_options(fields, predictor, 10.0), preview_side=1024, summary_fields={})
+        predict_scene(
+            predictor, scene, reference / "network", threshold=ARGMAX_THRESHOLD, topk=float(fields["topk"]), **TILING
+        )
+        render_outputs(
+            reference / "network",
+            reference,
+            parse_options(fields, predictor, 10.0),
+            preview_side=1024,
+            summary_fields={},
+        )
         job_dir = tmp_path / "jobs" / job_id
         for name in ("mask.tif", "rare_prob.tif", "saliency_topk.tif"):
             np.testing.assert_array_equal(read_band(job_dir / name), read_band(reference / name))
@@ -156,11 +168,19 @@ def test_a_failing_job_reports_its_error_and_the_server_keeps_working(scene: Pat
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (lambda path: DataError(f"{path}: has 4 bands, the checkpoint expects 3"), "upload.tif: has 4 bands, the checkpoint expects 3"),
-        (lambda path: RasterioIOError(f"{path}: Read failed.\nmore detail"), "upload.tif: raster read or write failed, the upload may be corrupt or truncated (upload.tif: Read failed.)"),
+        (
+            lambda path: DataError(f"{path}: has 4 bands, the checkpoint expects 3"),
+            "upload.tif: has 4 bands, the checkpoint expects 3",
+        ),
+        (
+            lambda path: RasterioIOError(f"{path}: Read failed.\nmore detail"),
+            "upload.tif: raster read or write failed, the upload may be corrupt or truncated (upload.tif: Read failed.)",
+        ),
     ],
 )
-def test_job_errors_name_the_upload_not_server_paths(scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Any, expected: str) -> None:
+def test_job_errors_name_the_upload_not_server_paths(
+    scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Any, expected: str
+) -> None:
     def broken_predict_scene(predictor: Predictor, input: Path, out_dir: Path, **options: Any) -> None:
         raise error(input)
 

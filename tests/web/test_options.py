@@ -57,7 +57,10 @@ def test_missing_fields_keep_the_current_options(predictor: Predictor) -> None:
         ({"threshold": "high"}, r"threshold must be a number in \[0, 1\], got 'high'"),
         ({"threshold": "nan"}, "threshold must be a number"),
         ({"threshold": "marsh:0.2"}, "threshold for unknown rare class 'marsh'"),
-        ({"rare_classes": "water", "threshold": "wetland:0.2"}, "threshold given for wetland, which is not a selected rare class"),
+        (
+            {"rare_classes": "water", "threshold": "wetland:0.2"},
+            "threshold given for wetland, which is not a selected rare class",
+        ),
         ({"threshold": "water:-0.1"}, r"threshold of water must be a number in \[0, 1\]"),
         ({"topk": "0"}, r"topk must be a number in \(0, 100\], got '0'"),
         ({"topk": "100.5"}, r"topk must be a number in \(0, 100\]"),

@@ -40,7 +40,9 @@ def options(rare: tuple[int, ...], thresholds: tuple[float, ...], topk: float = 
     return RenderOptions(rare, thresholds, ("override",) * len(rare), topk)
 
 
-def reference_mask(argmax: np.ndarray, percent: np.ndarray, rare: tuple[int, ...], thresholds: tuple[float, ...]) -> np.ndarray:
+def reference_mask(
+    argmax: np.ndarray, percent: np.ndarray, rare: tuple[int, ...], thresholds: tuple[float, ...]
+) -> np.ndarray:
     """Independent rule: among rare classes with p >= t, the most probable (first on ties) replaces the argmax."""
     probs = percent / 100.0
     eligible = probs >= np.asarray(thresholds)[:, None, None]
@@ -77,8 +79,15 @@ def test_mask_applies_thresholds_to_the_stored_percentages(network_dir: Path, tm
     counts = np.bincount(expected[expected != 255].ravel(), minlength=6)
     assert [c["pixels"] for c in summary["classes"]] == counts.tolist()
     assert [c["area_ha"] for c in summary["classes"]] == pytest.approx((counts * PIXEL_HA).tolist(), rel=1e-12)
-    assert summary["rare_classes"] == [{"id": 4, "name": "water", "threshold": 0.2}, {"id": 5, "name": "wetland", "threshold": 0.35}]
-    assert (summary["input"], summary["threshold_source"], summary["outputs"]) == ("scene.tif", "override", list(RENDERED))
+    assert summary["rare_classes"] == [
+        {"id": 4, "name": "water", "threshold": 0.2},
+        {"id": 5, "name": "wetland", "threshold": 0.35},
+    ]
+    assert (summary["input"], summary["threshold_source"], summary["outputs"]) == (
+        "scene.tif",
+        "override",
+        list(RENDERED),
+    )
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     assert sorted(os.listdir(tmp_path)) == sorted(RENDERED)
 
@@ -111,14 +120,20 @@ def test_one_selected_class_writes_one_band_and_never_forces_the_other(network_d
 
 
 def test_topk_of_every_class_and_the_same_percent_is_the_networks(network_dir: Path, tmp_path: Path) -> None:
-    summary = render_outputs(network_dir, tmp_path, options((WATER, WETLAND), (0.5, 0.5), topk=10.0), preview_side=1024, summary_fields={})
-    np.testing.assert_array_equal(read_band(tmp_path / "saliency_topk.tif"), read_band(network_dir / "saliency_topk.tif"))
+    summary = render_outputs(
+        network_dir, tmp_path, options((WATER, WETLAND), (0.5, 0.5), topk=10.0), preview_side=1024, summary_fields={}
+    )
+    np.testing.assert_array_equal(
+        read_band(tmp_path / "saliency_topk.tif"), read_band(network_dir / "saliency_topk.tif")
+    )
     assert summary["topk"] == json.loads((network_dir / "summary.json").read_text())["topk"]
     assert summary["topk"]["score"] == "saliency head"
 
 
 def test_topk_is_recomputed_from_stored_probabilities_otherwise(network_dir: Path, tmp_path: Path) -> None:
-    summary = render_outputs(network_dir, tmp_path, options((WETLAND,), (0.5,), topk=5.0), preview_side=1024, summary_fields={})
+    summary = render_outputs(
+        network_dir, tmp_path, options((WETLAND,), (0.5,), topk=5.0), preview_side=1024, summary_fields={}
+    )
     argmax, percent = stored(network_dir)
     valid = argmax != 255
     scores = np.sort(percent[1][valid])[::-1]
@@ -126,7 +141,12 @@ def test_topk_is_recomputed_from_stored_probabilities_otherwise(network_dir: Pat
     level = scores[wanted - 1]
     expected = np.where(valid, percent[1] >= level, 255)
     np.testing.assert_array_equal(read_band(tmp_path / "saliency_topk.tif"), expected)
-    assert summary["topk"] == {"percent": 5.0, "score": "max rare probability (stored percent)", "cut": level / 100, "pixels": int((expected == 1).sum())}
+    assert summary["topk"] == {
+        "percent": 5.0,
+        "score": "max rare probability (stored percent)",
+        "cut": level / 100,
+        "pixels": int((expected == 1).sum()),
+    }
     assert (expected == 1).sum() >= wanted
 
 
@@ -140,7 +160,9 @@ def test_topk_outline_is_the_regions_inner_border() -> None:
 
 
 def test_outline_preview_draws_the_decimated_region_in_cyan(network_dir: Path, tmp_path: Path) -> None:
-    render_outputs(network_dir, tmp_path, options((WATER, WETLAND), (0.5, 0.5), topk=10.0), preview_side=128, summary_fields={})
+    render_outputs(
+        network_dir, tmp_path, options((WATER, WETLAND), (0.5, 0.5), topk=10.0), preview_side=128, summary_fields={}
+    )
     outline = matplotlib.image.imread(tmp_path / "preview_topk.png")
     assert outline.shape == (*matplotlib.image.imread(tmp_path / "preview_prob.png").shape[:2], 4) == (128, 128, 4)
     with rasterio.open(tmp_path / "saliency_topk.tif") as src:

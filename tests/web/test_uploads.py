@@ -15,7 +15,10 @@ from rareseg.web import inspect_upload, preview_shape
 from tests.web.helpers import truncated_copy, write_tiff
 
 
-@pytest.mark.parametrize(("height", "width", "side", "expected"), [(256, 256, 1024, (256, 256)), (1000, 300, 256, (250, 75)), (100, 100, 30, (25, 25)), (7, 5000, 16, (1, 15))])
+@pytest.mark.parametrize(
+    ("height", "width", "side", "expected"),
+    [(256, 256, 1024, (256, 256)), (1000, 300, 256, (250, 75)), (100, 100, 30, (25, 25)), (7, 5000, 16, (1, 15))],
+)
 def test_preview_shape_uses_one_integer_step(height: int, width: int, side: int, expected: tuple[int, int]) -> None:
     assert preview_shape(height, width, side) == expected
 
@@ -34,7 +37,9 @@ def test_accepted_scene_gets_its_false_colour_preview(scene: Path, tmp_path: Pat
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_preview_is_decimated_and_a_scene_without_crs_is_accepted(tmp_path: Path) -> None:
     image = np.random.default_rng(0).integers(1, 1000, size=(3, 90, 60), dtype=np.uint16)
-    info = inspect_upload(write_tiff(tmp_path / "x.tif", image, crs=None), "x.tif", 3, tmp_path / "p.png", preview_side=30)
+    info = inspect_upload(
+        write_tiff(tmp_path / "x.tif", image, crs=None), "x.tif", 3, tmp_path / "p.png", preview_side=30
+    )
     assert info.crs is None
     assert matplotlib.image.imread(tmp_path / "p.png").shape[:2] == (30, 20)
 
@@ -56,8 +61,14 @@ def test_bad_uploads_name_the_uploaded_file(scene: Path, tmp_path: Path) -> None
     cases = [
         (text, r"notes\.txt: not a GeoTIFF \(it cannot be read as a raster image\)"),
         (png, r"notes\.txt: not a GeoTIFF \(it is a PNG image\)"),
-        (truncated_copy(scene, tmp_path / "d"), r"notes\.txt: corrupt or truncated GeoTIFF \(its header cannot be read\)"),
-        (truncated_copy(scene, tmp_path / "e", cog=True), r"notes\.txt: corrupt or truncated GeoTIFF \(its pixels cannot be read\)"),
+        (
+            truncated_copy(scene, tmp_path / "d"),
+            r"notes\.txt: corrupt or truncated GeoTIFF \(its header cannot be read\)",
+        ),
+        (
+            truncated_copy(scene, tmp_path / "e", cog=True),
+            r"notes\.txt: corrupt or truncated GeoTIFF \(its pixels cannot be read\)",
+        ),
         (four, r"notes\.txt: has 4 bands, the model expects 3"),
     ]
     for path, message in cases:
