@@ -1,19 +1,19 @@
-"""Reusable Lightning callbacks: rare-class metrics, hyperparameter babysitting, NaN guard, thresholds.
+"""Reusable Lightning callbacks: rare-class metrics, hyperparameter babysitting, NaN guard, thresholds, saliency maps.
 
-They depend only on Lightning's API, logged metric names, dotted attribute paths and the dict a
-module's ``validation_step``/``test_step`` returns, so any Lightning project can add them to its
-Trainer.
+They depend only on Lightning's API, logged metric names, dotted attribute paths, the dict a
+module's ``validation_step``/``test_step`` returns and the neutral :mod:`rareseg.core` (scores,
+histograms, figures, shared constants), so any Lightning project can add them to its Trainer.
+What ``SaliencyRefresh`` needs from the module and the datamodule it finds by duck typing.
 """
 
 from rareseg.callbacks.babysitter import Babysitter
 from rareseg.callbacks.knob import Knob, KnobPathError
 from rareseg.callbacks.non_finite_guard import NonFiniteGuard
-from rareseg.callbacks.rare_class_metrics import RareClassMetrics, per_class_scores, summary_scores
+from rareseg.callbacks.rare_class_metrics import RareClassMetrics
 from rareseg.callbacks.saliency_refresh import SaliencyRefresh
-from rareseg.callbacks.threshold_calibrator import CHECKPOINT_KEY, ThresholdCalibrator, best_f1_threshold
+from rareseg.callbacks.threshold_calibrator import ThresholdCalibrator
 
 __all__ = [
-    "CHECKPOINT_KEY",
     "Babysitter",
     "Knob",
     "KnobPathError",
@@ -21,7 +21,4 @@ __all__ = [
     "RareClassMetrics",
     "SaliencyRefresh",
     "ThresholdCalibrator",
-    "best_f1_threshold",
-    "per_class_scores",
-    "summary_scores",
 ]

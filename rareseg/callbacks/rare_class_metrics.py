@@ -1,4 +1,8 @@
-"""RareClassMetrics: per-class and rare-class segmentation scores from a confusion matrix, plus figures."""
+"""RareClassMetrics: per-class and rare-class segmentation scores of validation and test, sent to the loggers.
+
+The score math is :mod:`rareseg.core.scores`, the figures :mod:`rareseg.core.plots`; this module
+accumulates the confusion matrix, logs the scores and hands the figures to W&B or TensorBoard.
+"""
 
 from __future__ import annotations
 
@@ -10,132 +14,13 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks.callback import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_rgb
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from torchmetrics.classification import MulticlassConfusionMatrix
 from typing_extensions import override
 
 from rareseg.callbacks._contract import resolve_class_ids, step_output
-
-DEFAULT_PALETTE: tuple[str, ...] = (
-    "#e6c229",  # yellow
-    "#a0522d",  # brown
-    "#1b7837",  # dark green
-    "#d7301f",  # red
-    "#2166ac",  # blue
-    "#35b5a8",  # teal
-    "#984ea3",  # purple
-    "#ff7f00",  # orange
-    "#f781bf",  # pink
-    "#999999",  # grey
-    "#a6d96a",  # light green
-    "#80b1d3",  # light blue
-)
-"""Class colours used when ``class_colors`` is not given, cycled for more classes."""
-
-IGNORE_COLOR = (0, 0, 0)
-
-
-def per_class_scores(confusion_matrix: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class scores of a confusion matrix.
-
-    With ``TP_c = M[c, c]``, ``T_c = sum_j M[c, j]`` (pixels whose truth is ``c``) and
-    ``P_c = sum_i M[i, c]`` (pixels predicted ``c``):
-    ``recall = TP/T``, ``precision = TP/P``, ``iou = TP/(T + P - TP)``, ``f1 = 2 TP/(T + P)``.
-    A score whose denominator is 0 is NaN.
-
-    Args:
-        confusion_matrix: ``(K, K)`` pixel counts, rows = truth, columns = prediction.
-
-    Returns:
-        ``{"iou", "recall", "precision", "f1", "support"}``, each ``(K,)`` float64;
-        ``support`` is ``T_c``.
-    """
-    matrix = np.asarray(confusion_matrix, dtype=np.float64)
-    true_positive = np.diag(matrix)
-    support = matrix.sum(axis=1)
-    predicted = matrix.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return {
-            "iou": true_positive / (support + predicted - true_positive),
-            "recall": true_positive / support,
-            "precision": true_positive / predicted,
-            "f1": 2 * true_positive / (support + predicted),
-            "support": support,
-        }
-
-
-def summary_scores(
-    confusion_matrix: np.ndarray, rare_classes: Sequence[int], majority_class: int | None = None
-) -> dict[str, float]:
-    """The headline scores of a confusion matrix.
-
-    Args:
-        confusion_matrix: ``(K, K)`` pixel counts, rows = truth, columns = prediction.
-        rare_classes: ids of the rare classes.
-        majority_class: id whose precision is the guard; ``None`` picks the class with the most
-            truth pixels.
-
-    Returns:
-        ``rare_recall`` and ``rare_iou`` (means over rare classes), ``miou`` (mean IoU over all
-        classes) and ``majority_precision``; means skip NaN scores and are NaN when all are NaN.
-    """
-    scores = per_class_scores(confusion_matrix)
-    rare = list(rare_classes)
-    majority = int(np.argmax(scores["support"])) if majority_class is None else majority_class
-    return {
-        "rare_recall": _nanmean(scores["recall"][rare]),
-        "rare_iou": _nanmean(scores["iou"][rare]),
-        "miou": _nanmean(scores["iou"]),
-        "majority_precision": float(scores["precision"][majority]),
-    }
-
-
-def stretch_to_rgb(image: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarray:
-    """Display image of the first three bands, each stretched between its percentiles.
-
-    ``out = clip((x - p_low) / (p_high - p_low), 0, 1)`` per band; a constant band becomes 0.
-    A single-band image is shown in grey; with two bands the first is repeated.
-
-    Args:
-        image: ``(C, H, W)`` in any units (e.g. normalised reflectance).
-        low: lower percentile (0-100).
-        high: upper percentile (0-100).
-
-    Returns:
-        ``(H, W, 3)`` float in ``[0, 1]``.
-    """
-    count = image.shape[0]
-    indices = (0, 1, 2) if count >= 3 else (0, 1, 0) if count == 2 else (0, 0, 0)
-    out = []
-    for index in indices:
-        band = np.asarray(image[index], dtype=np.float64)
-        finite = band[np.isfinite(band)]
-        lo, hi = np.percentile(finite, [low, high]) if finite.size else (0.0, 0.0)
-        scaled = np.zeros_like(band) if hi <= lo else (band - lo) / (hi - lo)
-        out.append(np.clip(np.nan_to_num(scaled), 0.0, 1.0))
-    return np.stack(out, axis=-1)
-
-
-def colorize(mask: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """Colour a class-id mask.
-
-    Args:
-        mask: ``(H, W)`` integer class ids; ids outside ``[0, len(palette))`` (e.g. the ignore
-            index) are drawn black.
-        palette: ``(K, 3)`` uint8 RGB colour per class id.
-
-    Returns:
-        ``(H, W, 3)`` uint8.
-    """
-    mask = np.asarray(mask)
-    valid = (mask >= 0) & (mask < len(palette))
-    out = np.zeros((*mask.shape, 3), dtype=np.uint8)
-    out[:] = IGNORE_COLOR
-    out[valid] = palette[mask[valid]]
-    return out
+from rareseg.core.conventions import IGNORE_INDEX, resolve_class_colors
+from rareseg.core.plots import confusion_figure, figure_pixels, samples_figure
+from rareseg.core.scores import per_class_scores, summary_scores
 
 
 class RareClassMetrics(Callback):
@@ -148,9 +33,10 @@ class RareClassMetrics(Callback):
     ``sync_dist=True`` (identical on all ranks, so the values are exact under DDP):
 
     * ``<stage>/iou/<name>``, ``<stage>/recall/<name>``, ``<stage>/precision/<name>``,
-      ``<stage>/f1/<name>`` for every class (see :func:`per_class_scores`; NaN when undefined);
+      ``<stage>/f1/<name>`` for every class (see :func:`~rareseg.core.scores.per_class_scores`; NaN
+      when undefined);
     * ``<stage>/rare_recall``, ``<stage>/rare_iou``, ``<stage>/miou``, ``<stage>/majority_precision``
-      (see :func:`summary_scores`).
+      (see :func:`~rareseg.core.scores.summary_scores`).
 
     They are logged from ``on_*_epoch_end``, so ``ModelCheckpoint``/``EarlyStopping``/``Babysitter``
     can monitor them (those read ``trainer.callback_metrics`` in ``on_validation_end`` or
@@ -161,7 +47,7 @@ class RareClassMetrics(Callback):
     saliency (maximum over its ``R`` maps) when ``outputs[saliency_key]`` ``(B, R, H, W)`` exists --
     to every W&B or TensorBoard logger as ``<stage>/confusion_matrix`` and ``<stage>/samples``.
     The image is ``outputs[image_key]`` ``(B, C, H, W)``, first three bands stretched per band
-    (:func:`stretch_to_rgb`); without it the image column is left out. Other loggers get no figures.
+    (:func:`~rareseg.core.plots.stretch_to_rgb`); without it the image column is left out. Other loggers get no figures.
 
     Args:
         class_names: names of classes ``0..K-1`` (class ids index this list).
@@ -170,7 +56,7 @@ class RareClassMetrics(Callback):
         log_images: samples per epoch in the figure (``0`` for none).
         majority_class: id or name whose precision is ``majority_precision``; ``None`` takes the
             class with the most truth pixels in the epoch.
-        class_colors: RGB colour (0-255) per class; ``None`` uses :data:`DEFAULT_PALETTE`.
+        class_colors: RGB colour (0-255) per class; ``None`` uses :data:`~rareseg.core.conventions.DEFAULT_PALETTE`.
         preds_key: output key of the predicted class ids.
         target_key: output key of the truth.
         image_key: output key of the input image.
@@ -187,7 +73,7 @@ class RareClassMetrics(Callback):
         self,
         class_names: Sequence[str],
         rare_classes: Sequence[int | str],
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         log_images: int = 4,
         majority_class: int | str | None = None,
         class_colors: Sequence[Sequence[int]] | None = None,
@@ -214,7 +100,10 @@ class RareClassMetrics(Callback):
             if majority_class is None
             else resolve_class_ids([majority_class], self.class_names, "RareClassMetrics", "majority_class")[0]
         )
-        self.palette = _palette(len(self.class_names), class_colors)
+        try:
+            self.palette = np.array(resolve_class_colors(len(self.class_names), class_colors), dtype=np.uint8)
+        except ValueError as err:
+            raise ValueError(f"RareClassMetrics {err}") from None
         self.ignore_index = ignore_index
         self.log_images = log_images
         self.preds_key = preds_key
@@ -331,9 +220,10 @@ class RareClassMetrics(Callback):
             self._samples.append(sample)
 
     def _send_figures(self, trainer: pl.Trainer, prefix: str, matrix: np.ndarray) -> None:
-        figures = {f"{prefix}/confusion_matrix": _render(self._confusion_figure(matrix))}
+        labels = [f"{name}*" if i in self.rare_classes else name for i, name in enumerate(self.class_names)]
+        figures = {f"{prefix}/confusion_matrix": figure_pixels(confusion_figure(matrix, labels))}
         if self._samples:
-            figures[f"{prefix}/samples"] = _render(self._samples_figure())
+            figures[f"{prefix}/samples"] = figure_pixels(samples_figure(self._samples, self.palette, self.class_names))
         step = trainer.global_step
         for logger in trainer.loggers:
             for key, picture in figures.items():
@@ -341,73 +231,3 @@ class RareClassMetrics(Callback):
                     logger.log_image(key=key, images=[picture], step=step)
                 elif isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_image(key, picture, global_step=step, dataformats="HWC")
-
-    def _confusion_figure(self, matrix: np.ndarray) -> Figure:
-        count = len(self.class_names)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            normalised = np.nan_to_num(matrix / matrix.sum(axis=1, keepdims=True))
-        size = 1.5 + 0.6 * count
-        figure = Figure(figsize=(size + 1, size), dpi=100)
-        axes = figure.add_subplot()
-        shown = axes.imshow(normalised, vmin=0, vmax=1, cmap="Blues")
-        labels = [f"{name}*" if i in self.rare_classes else name for i, name in enumerate(self.class_names)]
-        axes.set_xticks(range(count), labels, rotation=45, ha="right")
-        axes.set_yticks(range(count), labels)
-        axes.set_xlabel("prediction")
-        axes.set_ylabel("truth")
-        for row in range(count):
-            for column in range(count):
-                value = normalised[row, column]
-                color = "white" if value > 0.5 else "black"
-                axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=color)
-        figure.colorbar(shown, ax=axes, label="fraction of truth row")
-        figure.tight_layout()
-        return figure
-
-    def _samples_figure(self) -> Figure:
-        columns = [key for key in ("image", "target", "preds", "saliency") if key in self._samples[0]]
-        titles = {"image": "image", "target": "truth", "preds": "prediction", "saliency": "saliency"}
-        rows = len(self._samples)
-        figure = Figure(figsize=(2.6 * len(columns), 2.6 * rows + 0.6), dpi=100)
-        grid = figure.subplots(rows, len(columns), squeeze=False)
-        for row, sample in enumerate(self._samples):
-            for column, key in enumerate(columns):
-                axes = grid[row][column]
-                axes.set_axis_off()
-                if row == 0:
-                    axes.set_title(titles[key])
-                if key == "image":
-                    axes.imshow(stretch_to_rgb(sample["image"]))
-                elif key == "saliency":
-                    axes.imshow(sample["saliency"], vmin=0, vmax=1, cmap="magma")
-                else:
-                    axes.imshow(colorize(sample[key], self.palette), interpolation="nearest")
-        handles = [Patch(color=self.palette[i] / 255, label=name) for i, name in enumerate(self.class_names)]
-        figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
-        figure.tight_layout(rect=(0, 0.6 / (2.6 * rows + 0.6), 1, 1))
-        return figure
-
-
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[~np.isnan(values)]
-    return float(finite.mean()) if finite.size else float("nan")
-
-
-def _palette(count: int, class_colors: Sequence[Sequence[int]] | None) -> np.ndarray:
-    if class_colors is None:
-        return np.array(
-            [[round(255 * c) for c in to_rgb(DEFAULT_PALETTE[i % len(DEFAULT_PALETTE)])] for i in range(count)],
-            dtype=np.uint8,
-        )
-    if len(class_colors) != count:
-        raise ValueError(f"RareClassMetrics class_colors has {len(class_colors)} colours for {count} classes")
-    colors = np.asarray(class_colors)
-    if colors.shape != (count, 3) or colors.min() < 0 or colors.max() > 255:
-        raise ValueError("RareClassMetrics class_colors must be RGB triples with values 0-255")
-    return colors.astype(np.uint8)
-
-
-def _render(figure: Figure) -> np.ndarray:
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

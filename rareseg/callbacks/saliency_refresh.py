@@ -2,73 +2,16 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import rasterio
 import torch
 from affine import Affine
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
-from rasterio.windows import Window
-from torch import Tensor
 from tqdm import tqdm
-
-
-def pixel_saliency(saliency_logits: Tensor) -> Tensor:
-    """Saliency of each pixel: ``s = max_r sigmoid(z_r)`` over the rare channels.
-
-    The maximum (not the mean) keeps a pixel salient when any one rare class is likely,
-    the same reduction as the model's saliency gate.
-
-    Args:
-        saliency_logits: (B, R, H, W) logits, one channel per rare class.
-
-    Returns:
-        (B, H, W) saliency in [0, 1].
-    """
-    return torch.sigmoid(saliency_logits.float()).amax(dim=1)
-
-
-def accumulate_cells(saliency: np.ndarray, row: int, col: int, cell: int, sums: np.ndarray, counts: np.ndarray) -> None:
-    """Add a tile's pixel saliency into per-cell sums and counts (the map is ``sums / counts``).
-
-    Cell ``(i, j)`` covers scene pixels ``[i*cell, (i+1)*cell) x [j*cell, (j+1)*cell)``; edge cells
-    are partial, so their mean is over the pixels they hold.
-
-    Args:
-        saliency: (h, w) saliency of the scene pixels ``[row, row+h) x [col, col+w)``.
-        row: first scene row of the tile.
-        col: first scene column of the tile.
-        cell: cell side in pixels.
-        sums: (ceil(H/cell), ceil(W/cell)) float64 running sums, updated in place.
-        counts: same shape, running pixel counts, updated in place.
-    """
-    height, width = saliency.shape
-    cell_rows = (np.arange(row, row + height) // cell)[:, None]
-    cell_cols = (np.arange(col, col + width) // cell)[None, :]
-    top, left = row // cell, col // cell
-    span = (int(cell_rows[-1, 0]) - top + 1, int(cell_cols[0, -1]) - left + 1)
-    local = ((cell_rows - top) * span[1] + (cell_cols - left)).ravel()
-    size = span[0] * span[1]
-    sums[top : top + span[0], left : left + span[1]] += np.bincount(
-        local, weights=saliency.ravel(), minlength=size
-    ).reshape(span)
-    counts[top : top + span[0], left : left + span[1]] += np.bincount(local, minlength=size).reshape(span)
-
-
-def _saliency_logits(output: Any) -> Tensor:
-    """``saliency_logits`` of a model output (attribute or mapping key)."""
-    logits = output.get("saliency_logits") if isinstance(output, Mapping) else getattr(output, "saliency_logits", None)
-    if logits is None:
-        raise ValueError(
-            f"SaliencyRefresh needs the model output to carry saliency_logits (B, R, H, W); got {type(output).__name__} without them (is the saliency head enabled?)"
-        )
-    return logits
 
 
 class SaliencyRefresh(Callback):
@@ -76,21 +19,25 @@ class SaliencyRefresh(Callback):
 
     Under ``fast_dev_run`` no maps are predicted (the sampler keeps its label-based stand-in).
 
-    For every training scene the model runs over a grid of ``patch_size`` tiles read with
-    rasterio (edge tiles padded with the image's nodata value, or 0), in eval mode without
-    gradients and with the trainer's precision, ``batch_size`` tiles at a time; the train/eval
-    mode is restored afterwards. A pixel's saliency is ``max_r sigmoid(saliency_logits_r)``
-    (:func:`pixel_saliency`), and the map holds its mean over cells of ``k = round(resolution_m /
-    pixel size)`` pixels (23.2 m = 4 LISS-IV pixels). Memory: one batch of tiles plus one scene's map sums.
+    Every training scene goes through the module's whole-scene prediction -- for ``RareSegModule``
+    rareseg's one inference pass: the module's band statistics normalise raw tiles of
+    ``patch_size`` pixels overlapping by ``overlap``, ``batch_size`` at a time, in eval mode without
+    gradients, the tiles are blended, and a pixel's saliency is the highest blended rare-class
+    saliency ``max_r S_r``. The map holds its mean over the valid pixels of cells of
+    ``k = round(resolution_m / pixel size)`` pixels (23.2 m = 4 LISS-IV pixels). The train/eval
+    mode is restored afterwards.
 
-    Duck-typed contract (no project imports):
+    Duck-typed contract (the callback imports nothing from rareseg but its neutral core):
 
-    * ``trainer.datamodule.saliency_sources()`` returns ``(scene_id, image_path, band_mean,
-      band_std)`` per training scene; the model input is ``(x - band_mean) / band_std`` per band.
-    * ``trainer.datamodule.train_sampler.update_saliency(scene_id, saliency, transform)`` takes
-      the (h, w) float32 map and its ``affine.Affine`` in the scene CRS.
-    * ``pl_module(x)`` returns an object with ``.saliency_logits`` or a mapping with
-      ``"saliency_logits"``, shape (B, R, H, W).
+    * ``trainer.datamodule.saliency_sources()`` returns ``(scene_id, image_path)`` per training scene;
+    * ``pl_module.scene_saliency(image_path, resolution_m, tile=, overlap=, batch_size=, precision=)``
+      returns the scene's (h, w) float32 map (NaN for cells without valid pixels) and its
+      ``affine.Affine`` in the scene CRS; ``precision`` is the trainer's;
+    * ``trainer.datamodule.train_sampler.update_saliency(scene_id, saliency, transform)`` takes the map.
+
+    The module predicts, not the datamodule: it owns the network and the normalisation it was
+    trained with, and rareseg's inference pass depends on the datamodules package, so a datamodule
+    calling it would close an import cycle. The datamodule only says which scenes.
 
     The sampler lives in the process that iterates the DataLoader, so DataLoader workers
     (persistent or not) only receive the queries it yields and the next epoch already follows
@@ -104,10 +51,16 @@ class SaliencyRefresh(Callback):
         resolution_m: target map cell size in CRS units (metres), rounded to whole pixels.
         batch_size: tiles per forward pass.
         patch_size: tile side in pixels.
+        overlap: pixels shared by neighbouring tiles, at most ``patch_size / 2``.
     """
 
     def __init__(
-        self, every_n_epochs: int = 1, resolution_m: float = 23.2, batch_size: int = 4, patch_size: int = 256
+        self,
+        every_n_epochs: int = 1,
+        resolution_m: float = 23.2,
+        batch_size: int = 4,
+        patch_size: int = 256,
+        overlap: int = 32,
     ) -> None:
         super().__init__()
         for name, value in (("every_n_epochs", every_n_epochs), ("batch_size", batch_size), ("patch_size", patch_size)):
@@ -115,10 +68,13 @@ class SaliencyRefresh(Callback):
                 raise ValueError(f"SaliencyRefresh: {name} must be a positive integer, got {value!r}")
         if not resolution_m > 0:
             raise ValueError(f"SaliencyRefresh: resolution_m must be > 0, got {resolution_m!r}")
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= patch_size // 2:
+            raise ValueError(f"SaliencyRefresh: overlap must be an integer in [0, patch_size / 2], got {overlap!r}")
         self.every_n_epochs = every_n_epochs
         self.resolution_m = float(resolution_m)
         self.batch_size = batch_size
         self.patch_size = patch_size
+        self.overlap = overlap
         self.maps: dict[str, tuple[np.ndarray, Affine]] = {}
 
     @property
@@ -127,9 +83,10 @@ class SaliencyRefresh(Callback):
         return self._generate_state_key(every_n_epochs=self.every_n_epochs, resolution_m=self.resolution_m)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Check the datamodule contract before the first epoch."""
+        """Check the datamodule and module contract before the first epoch."""
         self._sampler(trainer)
         self._sources(trainer)
+        self._check_module(pl_module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Give the sampler the maps restored from a checkpoint, if any."""
@@ -153,12 +110,25 @@ class SaliencyRefresh(Callback):
         """Predict this rank's share of the scenes, gather all ranks' maps and update the sampler."""
         sampler = self._sampler(trainer)
         sources = self._sources(trainer)[trainer.global_rank :: trainer.world_size]
+        self._check_module(pl_module)
         was_training = pl_module.training
-        pl_module.eval()
         try:
-            local = {
-                scene_id: self._scene_map(trainer, pl_module, path, mean, std) for scene_id, path, mean, std in sources
-            }
+            local = {}
+            for scene_id, path in tqdm(
+                sources,
+                desc="saliency maps",
+                unit="scene",
+                leave=False,
+                disable=trainer.progress_bar_callback is None or not trainer.is_global_zero,
+            ):
+                local[scene_id] = pl_module.scene_saliency(
+                    Path(path),
+                    self.resolution_m,
+                    tile=self.patch_size,
+                    overlap=self.overlap,
+                    batch_size=self.batch_size,
+                    precision=str(getattr(trainer, "precision", "32-true")),
+                )
         finally:
             pl_module.train(was_training)
         gathered = [local]
@@ -170,61 +140,32 @@ class SaliencyRefresh(Callback):
                 sampler.update_saliency(scene_id, saliency, transform)
                 self.maps[scene_id] = (saliency, transform)
 
-    @torch.no_grad()
-    def _scene_map(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: Any, mean: Sequence[float], std: Sequence[float]
-    ) -> tuple[np.ndarray, Affine]:
-        """Saliency map of one scene: (ceil(H/k), ceil(W/k)) float32 and its transform."""
-        tile = self.patch_size
-        with rasterio.open(path) as src:
-            cell = max(1, round(self.resolution_m / src.res[0]))
-            shape = (math.ceil(src.height / cell), math.ceil(src.width / cell))
-            sums, counts = np.zeros(shape), np.zeros(shape)
-            fill = src.nodata if src.nodata is not None else 0
-            mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-            std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
-            origins = [(r, c) for r in range(0, src.height, tile) for c in range(0, src.width, tile)]
-            progress = tqdm(
-                total=len(origins),
-                desc=f"saliency {Path(path).name}",
-                leave=False,
-                disable=trainer.progress_bar_callback is None or not trainer.is_global_zero,
+    @staticmethod
+    def _check_module(pl_module: pl.LightningModule) -> None:
+        if not callable(getattr(pl_module, "scene_saliency", None)):
+            raise ValueError(
+                "SaliencyRefresh needs pl_module.scene_saliency(image_path, resolution_m, tile=, overlap=,"
+                f" batch_size=, precision=) -> (map, transform), got {type(pl_module).__name__}"
+                " (rareseg.lightning_modules.RareSegModule has it)"
             )
-            for start in range(0, len(origins), self.batch_size):
-                batch = origins[start : start + self.batch_size]
-                tiles = []
-                for r, c in batch:
-                    window = Window(c, r, min(tile, src.width - c), min(tile, src.height - r))
-                    raw = np.full((src.count, tile, tile), fill, dtype=np.float32)
-                    raw[:, : window.height, : window.width] = src.read(window=window)
-                    tiles.append((torch.from_numpy(raw) - mean_t) / std_t)
-                with trainer.precision_plugin.forward_context():
-                    logits = _saliency_logits(pl_module(torch.stack(tiles).to(pl_module.device)))
-                saliency = pixel_saliency(logits).cpu().double().numpy()
-                for (r, c), values in zip(batch, saliency, strict=True):
-                    accumulate_cells(
-                        values[: min(tile, src.height - r), : min(tile, src.width - c)], r, c, cell, sums, counts
-                    )
-                progress.update(len(batch))
-            progress.close()
-            transform = src.transform * Affine.scale(cell)
-        return (sums / counts).astype(np.float32), transform
 
     @staticmethod
     def _sampler(trainer: pl.Trainer) -> Any:
         sampler = getattr(trainer.datamodule, "train_sampler", None)
         if not callable(getattr(sampler, "update_saliency", None)):
             raise ValueError(
-                f"SaliencyRefresh needs trainer.datamodule.train_sampler with update_saliency(scene_id, saliency, transform), got {type(sampler).__name__} (use a saliency-guided sampler)"
+                "SaliencyRefresh needs trainer.datamodule.train_sampler with update_saliency(scene_id, saliency,"
+                f" transform), got {type(sampler).__name__} (use a saliency-guided sampler)"
             )
         return sampler
 
     @staticmethod
-    def _sources(trainer: pl.Trainer) -> list[tuple[str, Any, Sequence[float], Sequence[float]]]:
+    def _sources(trainer: pl.Trainer) -> list[tuple[str, Any]]:
         sources = getattr(trainer.datamodule, "saliency_sources", None)
         if not callable(sources):
             raise ValueError(
-                f"SaliencyRefresh needs trainer.datamodule.saliency_sources() -> [(scene_id, image_path, band_mean, band_std)], got {type(trainer.datamodule).__name__}"
+                "SaliencyRefresh needs trainer.datamodule.saliency_sources() -> [(scene_id, image_path)],"
+                f" got {type(trainer.datamodule).__name__}"
             )
         return list(sources())
 

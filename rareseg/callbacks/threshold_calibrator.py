@@ -14,67 +14,8 @@ from torch import Tensor
 from typing_extensions import override
 
 from rareseg.callbacks._contract import resolve_class_ids, step_output
-
-CHECKPOINT_KEY = "rareseg_thresholds"
-"""Top-level checkpoint key holding ``{class_id: threshold}`` for inference code."""
-
-
-def threshold_grid(num_bins: int) -> Tensor:
-    """Candidate thresholds ``t_j = j / (num_bins - 1)``, ``j = 0..num_bins-1``, float32 ``(num_bins,)``.
-
-    Each is the float32 nearest to the exact fraction.
-    """
-    return (torch.arange(num_bins, dtype=torch.float64) / (num_bins - 1)).float()
-
-
-def probability_histograms(probs: Tensor, positive: Tensor, thresholds: Tensor) -> Tensor:
-    """Count pixels per threshold bin, split by truth.
-
-    Bin ``j`` holds pixels with ``t_j <= p < t_{j+1}`` (the last bin: ``p >= t_{N-1}``), so the
-    pixels with ``p >= t_j`` are exactly those in bins ``j..N-1``; comparisons are made in
-    float32, the dtype of ``thresholds``.
-
-    Args:
-        probs: ``(R, M)`` probability of each of ``R`` classes for ``M`` valid pixels.
-        positive: ``(R, M)`` bool, whether the pixel's truth is that class.
-        thresholds: ``(N,)`` increasing float32 thresholds starting at 0.
-
-    Returns:
-        ``(R, 2, N)`` int64 counts; ``[:, 0]`` negatives, ``[:, 1]`` positives.
-    """
-    count = thresholds.numel()
-    classes = probs.shape[0]
-    bins = torch.bucketize(probs.float().contiguous(), thresholds, right=True).clamp_(min=1) - 1
-    offsets = torch.arange(classes, device=probs.device).unsqueeze(1) * (2 * count)
-    index = offsets + positive.long() * count + bins
-    return torch.bincount(index.flatten(), minlength=classes * 2 * count).view(classes, 2, count)
-
-
-def best_f1_threshold(negatives: np.ndarray, positives: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
-    """The threshold with the highest F1, from per-bin counts.
-
-    With ``TP_j`` / ``FP_j`` the positive / negative pixels with ``p >= t_j`` (suffix sums of the
-    bins) and ``P`` all positive pixels: ``F1_j = 2 TP_j / (TP_j + FP_j + P)``. Ties go to the
-    lowest threshold.
-
-    Args:
-        negatives: ``(N,)`` negative pixel counts per bin.
-        positives: ``(N,)`` positive pixel counts per bin.
-        thresholds: ``(N,)`` the bins' lower edges.
-
-    Returns:
-        ``(threshold, f1)``; ``(nan, nan)`` when there is no positive pixel.
-    """
-    positives = np.asarray(positives, dtype=np.float64)
-    negatives = np.asarray(negatives, dtype=np.float64)
-    total = positives.sum()
-    if total == 0:
-        return float("nan"), float("nan")
-    true_positive = np.cumsum(positives[::-1])[::-1]
-    false_positive = np.cumsum(negatives[::-1])[::-1]
-    f1 = 2 * true_positive / (true_positive + false_positive + total)
-    best = int(np.argmax(f1))
-    return float(thresholds[best]), float(f1[best])
+from rareseg.core.conventions import IGNORE_INDEX, THRESHOLDS_KEY
+from rareseg.core.histograms import best_f1_threshold, bin_edges, probability_histograms
 
 
 class ThresholdCalibrator(Callback):
@@ -83,18 +24,21 @@ class ThresholdCalibrator(Callback):
     Each validation epoch (not the sanity check) it reads ``outputs[probs_key]`` ``(B, K, H, W)``
     softmax probabilities and ``outputs[target_key]`` ``(B, H, W)`` from ``validation_step`` and
     counts, per rare class ``c``, positive (truth ``c``) and negative valid pixels in ``num_bins``
-    probability bins (:func:`probability_histograms`). At epoch end the counts are summed over
-    ranks and the threshold ``t_c`` maximising F1 of the rule "pixel is ``c`` if ``P_c >= t_c``" is
-    chosen from ``t_j = j/(num_bins-1)`` (:func:`best_f1_threshold`) and logged as
-    ``val/threshold/<name>``. The thresholds of the last validation -- at the end of fit, the
-    final one -- are in ``thresholds``; every checkpoint saved after a validation holds the
-    thresholds of the weights it contains, in the callback state (``{"thresholds": ...}``) and under
-    the top-level key ``"rareseg_thresholds"`` for inference code.
+    equal probability bins (:func:`~rareseg.core.histograms.probability_histograms`; the bin
+    convention of :mod:`rareseg.core.histograms`, shared with ``rareseg evaluate``). At epoch end the
+    counts are summed over ranks and the threshold ``t_c`` maximising F1 of the rule "pixel is ``c``
+    if ``P_c >= t_c``" is chosen from the lower bin edges ``t_b = b / num_bins``
+    (:func:`~rareseg.core.histograms.best_f1_threshold`) and logged as ``val/threshold/<name>``.
+    The thresholds of the last validation -- at the end of fit, the final one -- are in
+    ``thresholds``; every checkpoint saved after a validation holds the thresholds of the weights it
+    contains, in the callback state (``{"thresholds": ...}``) and under the top-level key
+    :data:`~rareseg.core.conventions.THRESHOLDS_KEY` for inference code.
 
     Args:
         rare_classes: rare class ids or names (names need ``class_names``).
         class_names: names of classes ``0..K-1``, used for names in ``rare_classes`` and log keys.
-        num_bins: number of candidate thresholds (``>= 2``), evenly spaced on ``[0, 1]``.
+        num_bins: number of probability bins (``>= 2``); their lower edges ``0, 1/n, ..., (n-1)/n``
+            are the candidate thresholds.
         probs_key: output key of the probabilities.
         target_key: output key of the truth.
         ignore_index: target value of pixels that are not counted.
@@ -110,10 +54,10 @@ class ThresholdCalibrator(Callback):
         self,
         rare_classes: Sequence[int | str],
         class_names: Sequence[str] | None = None,
-        num_bins: int = 101,
+        num_bins: int = 100,
         probs_key: str = "probs",
         target_key: str = "target",
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__()
         if num_bins < 2:
@@ -127,7 +71,7 @@ class ThresholdCalibrator(Callback):
         self.target_key = target_key
         self.ignore_index = ignore_index
         self.thresholds: dict[int, float] = {}
-        self._grid = threshold_grid(num_bins)
+        self._edges = bin_edges(num_bins).numpy()
         self._counts: Tensor | None = None
 
     @override
@@ -142,7 +86,7 @@ class ThresholdCalibrator(Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        checkpoint[CHECKPOINT_KEY] = dict(self.thresholds)
+        checkpoint[THRESHOLDS_KEY] = dict(self.thresholds)
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -166,7 +110,7 @@ class ThresholdCalibrator(Callback):
         rare = torch.tensor(self.rare_classes, device=probs.device)
         rare_probs = probs.index_select(1, rare).movedim(1, 0)[:, valid]
         positive = target[valid].unsqueeze(0) == rare.unsqueeze(1)
-        counts = probability_histograms(rare_probs, positive, self._grid.to(probs.device))
+        counts = probability_histograms(rare_probs, positive, self.num_bins)
         self._counts = counts if self._counts is None else self._counts + counts
 
     @override
@@ -177,11 +121,10 @@ class ThresholdCalibrator(Callback):
         if counts is None:
             counts = torch.zeros(len(self.rare_classes), 2, self.num_bins, dtype=torch.long, device=pl_module.device)
         counts = trainer.strategy.reduce(counts, reduce_op="sum").cpu().numpy()
-        grid = self._grid.numpy()
         thresholds: dict[int, float] = {}
         for row, class_id in enumerate(self.rare_classes):
             name = self._name(class_id)
-            threshold, _ = best_f1_threshold(counts[row, 0], counts[row, 1], grid)
+            threshold, _ = best_f1_threshold(counts[row, 0], counts[row, 1], self._edges)
             if np.isnan(threshold):
                 rank_zero_warn(f"ThresholdCalibrator: no validation pixel of class {name}; not calibrated")
                 continue

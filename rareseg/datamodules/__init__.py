@@ -19,11 +19,10 @@ from rareseg.datamodules.samplers import (
     scene_footprints,
     top_saliency_cells,
 )
-from rareseg.datamodules.scenes import IGNORE_INDEX, ClassTable, DataError, Scene, scan_root
+from rareseg.datamodules.scenes import ClassTable, DataError, Scene, scan_root
 from rareseg.datamodules.stats import DatasetStats, compute_stats, load_or_compute_stats
 
 __all__ = [
-    "IGNORE_INDEX",
     "ClassTable",
     "DataError",
     "DatasetStats",

@@ -10,7 +10,7 @@ import pandas as pd
 from torch import Tensor
 from torchgeo.datasets import RasterDataset
 
-from rareseg.datamodules.scenes import IGNORE_INDEX
+from rareseg.core.conventions import IGNORE_INDEX
 
 _EPOCH = pd.Timestamp("2000-01-01")
 

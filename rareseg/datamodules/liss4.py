@@ -17,6 +17,7 @@ from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import IntersectionDataset
 from torchgeo.samplers import GeoSampler, GridGeoSampler, RandomGeoSampler
 
+from rareseg.core.conventions import IGNORE_INDEX
 from rareseg.datamodules.datasets import LissIVImage, LissIVMask
 from rareseg.datamodules.predict_scenes import (
     SceneDescriptor,
@@ -26,8 +27,8 @@ from rareseg.datamodules.predict_scenes import (
     single_scene,
 )
 from rareseg.datamodules.samplers import RareClassGeoSampler, SaliencyGuidedGeoSampler
-from rareseg.datamodules.scenes import IGNORE_INDEX, ClassTable, DataError, Scene, scan_root
-from rareseg.datamodules.stats import check_class_ids, load_or_compute_stats
+from rareseg.datamodules.scenes import ClassTable, DataError, Scene, scan_root
+from rareseg.datamodules.stats import check_class_ids, fraction_rows, load_or_compute_stats
 
 SPLITS = ("train", "val", "test")
 SAMPLERS = ("random", "rare", "saliency")
@@ -262,20 +263,26 @@ class LissIVDataModule(GeoDataModule):
     def sampler(self, value: GeoSampler | None) -> None:
         self.train_sampler = value
 
-    def saliency_sources(self) -> list[tuple[str, Path, list[float], list[float]]]:
+    def saliency_sources(self) -> list[tuple[str, Path]]:
         """Training scenes for the ``SaliencyRefresh`` callback.
 
         Returns:
-            ``(scene_id, image_path, band_mean, band_std)`` per training scene: the id the
-            training sampler knows the scene by (its file stem), its GeoTIFF, and the per-band
-            normalisation ``x' = (x - band_mean) / band_std`` in file units.
+            ``(scene_id, image_path)`` per training scene: the id the training sampler knows the
+            scene by (its file stem) and its GeoTIFF. The module predicts the map (its
+            ``scene_saliency``), normalising with the statistics linked from this datamodule.
         """
-        return [(s.stem, s.image, self.band_mean, self.band_std) for s in self.scenes_of("train")]
+        return [(s.stem, s.image) for s in self.scenes_of("train")]
 
     def scenes_of(self, split: str) -> list[Scene]:
         """Scenes of a split (``"train"``, ``"val"``, ``"test"``)."""
         wanted = set(self.split_scenes[split])
         return [s for s in self.scenes if s.stem in wanted]
+
+    def split_rows(self, split: str, height: int) -> tuple[int, int]:
+        """Pixel rows ``[start, stop)`` of a ``height``-row scene of ``split``: all rows, or the split's row block."""
+        if self.block_rows is None:
+            return 0, height
+        return fraction_rows(self.block_rows[split], height)
 
     def split_dataset(self, split: str) -> IntersectionDataset:
         """Image-and-mask dataset of one split."""

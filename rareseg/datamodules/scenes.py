@@ -15,7 +15,7 @@ import rasterio
 import yaml
 from rasterio.errors import RasterioIOError
 
-IGNORE_INDEX = 255
+from rareseg.core.conventions import IGNORE_INDEX
 
 
 class DataError(ValueError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,7 +18,9 @@ import rasterio
 from rasterio.windows import Window
 from tqdm import tqdm
 
-from rareseg.datamodules.scenes import IGNORE_INDEX, DataError, Scene
+from rareseg.core.conventions import IGNORE_INDEX
+from rareseg.core.files import write_atomically
+from rareseg.datamodules.scenes import DataError, Scene
 
 STATS_VERSION = 1
 _ROWS_PER_READ = 1024
@@ -53,8 +55,13 @@ def _fingerprint(scenes: Sequence[Scene], rows: tuple[float, float]) -> dict:
     return {"version": STATS_VERSION, "scenes": [s.stem for s in scenes], "rows": list(rows), "files": files}
 
 
-def _row_windows(height: int, width: int, rows: tuple[float, float]):
-    start, stop = int(round(rows[0] * height)), int(round(rows[1] * height))
+def fraction_rows(rows: tuple[float, float], height: int) -> tuple[int, int]:
+    """Pixel rows ``[round(a * height), round(b * height))`` of the row fractions ``rows = (a, b)`` of a scene."""
+    return int(round(rows[0] * height)), int(round(rows[1] * height))
+
+
+def _row_windows(height: int, width: int, rows: tuple[float, float]) -> Iterator[Window]:
+    start, stop = fraction_rows(rows, height)
     for row in range(start, stop, _ROWS_PER_READ):
         yield Window(0, row, width, min(_ROWS_PER_READ, stop - row))
 
@@ -141,7 +148,5 @@ def load_or_compute_stats(
             return cached
     stats = compute_stats(scenes, num_classes, rows)
     if cache and os.access(root, os.W_OK):
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(stats), indent=1))
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(asdict(stats), indent=1).encode())
     return stats

@@ -1,35 +1,56 @@
-"""Evaluation of trained checkpoints and the ablation runner behind ``rareseg evaluate`` / ``rareseg bench``."""
+"""Evaluation of trained checkpoints and the ablation runner behind ``rareseg evaluate`` / ``rareseg bench``.
 
-from rareseg.evaluation.ablation import (
-    ROWS,
-    AblationRow,
-    aggregate,
-    config_digest,
-    load_result,
-    run_ablation,
-    train_row,
-    write_ablation_report,
+| module | job |
+|---|---|
+| ``evaluate`` | score a checkpoint on a split through the one inference pass: deployed decision + argmax |
+| ``scores`` | probability histograms, reliability (ECE), precision-recall curves |
+| ``report`` | ``metrics.json``, ``report.md`` and plots |
+| ``ablation`` | the ablation rows x seeds runner and ``ABLATION.md`` |
+| ``command`` | ``rareseg evaluate`` and ``rareseg bench`` argument parsing |
+
+The ablation runner's names are imported on first use, so ``rareseg evaluate`` does not import
+the training stack. The evaluation names are imported here: the function ``evaluate`` shares its
+name with its module, and only an import in this file keeps ``rareseg.evaluation.evaluate`` (the
+attribute) the function once the module has been imported.
+"""
+
+from rareseg.core.lazy import lazy_exports
+from rareseg.evaluation.evaluate import (
+    DECISIONS,
+    SplitEvaluation,
+    evaluate,
+    evaluate_module,
+    evaluate_predictor,
+    load_module,
 )
-from rareseg.evaluation.evaluate import SplitEvaluation, evaluate, evaluate_module, load_module
 from rareseg.evaluation.report import markdown_report, write_evaluation
 from rareseg.evaluation.scores import ProbabilityHistogram, precision_recall_curve, reliability
 
+LAZY_EXPORTS = {
+    name: "rareseg.evaluation.ablation"
+    for name in (
+        "ROWS",
+        "AblationRow",
+        "aggregate",
+        "config_digest",
+        "load_result",
+        "run_ablation",
+        "train_row",
+        "write_ablation_report",
+    )
+}
 __all__ = [
-    "ROWS",
-    "AblationRow",
+    "DECISIONS",
     "ProbabilityHistogram",
     "SplitEvaluation",
-    "aggregate",
-    "config_digest",
     "evaluate",
     "evaluate_module",
+    "evaluate_predictor",
     "load_module",
-    "load_result",
     "markdown_report",
     "precision_recall_curve",
     "reliability",
-    "run_ablation",
-    "train_row",
-    "write_ablation_report",
     "write_evaluation",
+    *sorted(LAZY_EXPORTS),
 ]
+__getattr__, __dir__ = lazy_exports(__name__, LAZY_EXPORTS)

@@ -21,9 +21,11 @@ import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
-from rareseg.callbacks import RareClassMetrics, per_class_scores, summary_scores
+from rareseg.callbacks import RareClassMetrics
+from rareseg.core.files import write_atomically
+from rareseg.core.plots import save_figure
+from rareseg.core.scores import per_class_scores, summary_scores
 from rareseg.datamodules import DataError, LissIVDataModule
-from rareseg.evaluation.report import save_figure, write_atomically
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def train_row(row: AblationRow, seed: int, budget: Path, workdir: Path, config_d
 
     Returns:
         ``class_names``, ``rare_classes`` (names), ``summary`` (see
-        :func:`rareseg.callbacks.summary_scores`), ``per_class`` (IoU/recall/precision/F1 per class
+        :func:`rareseg.core.scores.summary_scores`), ``per_class`` (IoU/recall/precision/F1 per class
         name), ``confusion_matrix`` and ``train_seconds``.
     """
     from rareseg.cli import run_cli

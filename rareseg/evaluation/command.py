@@ -11,13 +11,18 @@ from rareseg.datamodules.liss4 import SPLITS
 
 
 def evaluate_command(argv: Sequence[str]) -> None:
-    """Run ``rareseg evaluate`` on ``argv`` and print the per-class table and where the outputs went."""
+    """Run ``rareseg evaluate`` on ``argv`` and print the per-class tables and where the outputs went."""
     from rareseg.evaluation.evaluate import evaluate
     from rareseg.evaluation.report import markdown_report
+    from rareseg.inference.predictor import resolve_device, resolve_precision
+    from rareseg.inference.scene import check_options
 
     parser = argparse.ArgumentParser(
         prog="rareseg evaluate",
-        description="Score a checkpoint on a split of a dataset root: per-class and per-scene scores, calibration, plots.",
+        description="Score a checkpoint on a split of a dataset root, exactly as `rareseg infer` predicts it "
+        "(blended tiles, calibrated thresholds), with the plain argmax beside it: per class, per scene, "
+        "calibration, plots.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="Lightning checkpoint of a RareSegModule")
     parser.add_argument("--data-root", required=True, help="dataset root (images/, masks/, classes.yaml)")
@@ -27,12 +32,39 @@ def evaluate_command(argv: Sequence[str]) -> None:
         default=None,
         help="folder for metrics.json, report.md and plots (default: <checkpoint folder>/evaluation-<split>)",
     )
+    parser.add_argument("--tile", type=int, default=512, help="tile side in pixels (as rareseg infer)")
+    parser.add_argument(
+        "--overlap", type=int, default=64, help="pixels shared by neighbouring tiles (as rareseg infer)"
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
-    parser.add_argument("--patch-size", type=int, default=256, help="tile side in pixels")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="one threshold for every rare class in the deployed decision (default: the checkpoint's calibrated ones)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="32", choices=("32", "bf16"), help="bf16: autocast")
     args = parser.parse_args(argv)
+    try:
+        check_options(args.tile, args.overlap, args.batch_size, 10.0, args.threshold)
+        resolve_device(args.device)
+        resolve_precision(args.precision)
+    except ValueError as err:
+        parser.error(str(err))
     out = Path(args.out) if args.out is not None else Path(args.checkpoint).parent / f"evaluation-{args.split}"
-    scores = evaluate(args.checkpoint, args.data_root, args.split, out, args.batch_size, args.patch_size, args.device)
+    scores = evaluate(
+        args.checkpoint,
+        args.data_root,
+        args.split,
+        out,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        device=args.device,
+        precision=args.precision,
+    )
     print(markdown_report(scores).split("## Rare-class probabilities")[0].rstrip())
     print(f"\nwrote metrics.json, report.md and plots to {out}")
 

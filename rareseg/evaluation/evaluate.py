@@ -1,28 +1,48 @@
-"""Evaluate a trained checkpoint on one split of a LISS-IV root: per-class, per-scene and calibration scores."""
+"""Evaluate a trained checkpoint on one split of a LISS-IV root, scoring exactly the masks ``rareseg infer`` writes.
+
+Every scene of the split goes through the one inference pass
+(:func:`~rareseg.inference.scene.blend_scene`: the checkpoint's normalisation, overlapping tiles,
+blending) and every band of blended rows is scored under two decision rules:
+
+* ``deployed`` (the headline): :func:`~rareseg.inference.decisions.deployed_classes` with the
+  checkpoint's calibrated thresholds (or ``threshold`` for every rare class), the rule whose mask
+  ``rareseg infer`` / ``rareseg predict`` / the web page write with the same tile options;
+* ``argmax``: the plain argmax of the same blended probabilities.
+
+Pixels whose truth is 255 (or the mask file's nodata) or whose bands are all nodata are not
+scored. Roots with fewer than three scenes are split by row blocks: the whole scene is predicted
+(as ``infer`` does) and the split's rows are scored.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
-from torchgeo.datasets import IntersectionDataset, stack_samples
-from torchgeo.samplers import GridGeoSampler
-from torchmetrics.functional.classification import multiclass_confusion_matrix
+import rasterio
+from rasterio.windows import Window
 from tqdm import tqdm
 
-from rareseg.callbacks import per_class_scores, summary_scores
-from rareseg.datamodules import IGNORE_INDEX, DataError, LissIVDataModule, LissIVImage, LissIVMask
-from rareseg.datamodules.liss4 import SPLITS, MarkNodata
+from rareseg.core.conventions import IGNORE_INDEX
+from rareseg.core.scores import confusion_matrix, per_class_scores, summary_scores
+from rareseg.datamodules import DataError, LissIVDataModule, Scene
+from rareseg.datamodules.liss4 import SPLITS
 from rareseg.evaluation.report import write_evaluation
 from rareseg.evaluation.scores import ProbabilityHistogram, precision_recall_curve, reliability
-from rareseg.inference import resolve_device
+from rareseg.inference.checkpoint import load_module, load_predictor
+from rareseg.inference.decisions import deployed_classes
+from rareseg.inference.predictor import Predictor
+from rareseg.inference.scene import GDAL_CACHE_MB, blend_scene, check_options, open_scene
+from rareseg.inference.tiling import BlendedRows
 from rareseg.lightning_modules import RareSegModule
+
+#: Decision rules scored side by side; the first is the headline.
+DECISIONS = ("deployed", "argmax")
+
+__all__ = ["DECISIONS", "SplitEvaluation", "evaluate", "evaluate_module", "evaluate_predictor", "load_module"]
 
 
 @dataclass
@@ -31,19 +51,24 @@ class SplitEvaluation:
 
     Attributes:
         class_names: names of classes ``0..K-1``.
-        rare_classes: rare class ids.
+        rare_classes: rare class ids (the checkpoint's).
         split: evaluated split name.
-        confusion_matrix: ``(K, K)`` int64 pixel counts over all scenes, rows = truth, columns = prediction.
-        scene_matrices: ``(K, K)`` confusion matrix per scene stem.
-        calibration: reliability histogram per rare class id (coarse bins).
+        thresholds: ``{class_id: threshold}`` of the ``deployed`` rule.
+        threshold_source: where they came from (see :meth:`~rareseg.inference.Predictor.thresholds_for`).
+        matrices: per decision rule (:data:`DECISIONS`), the ``(K, K)`` int64 pixel counts over all
+            scenes, rows = truth, columns = prediction.
+        scene_matrices: per scene stem, per decision rule, the scene's ``(K, K)`` counts.
+        calibration: reliability histogram of the blended probability per rare class id (coarse bins).
         ranking: precision-recall histogram per rare class id (fine bins).
     """
 
     class_names: list[str]
     rare_classes: list[int]
     split: str
-    confusion_matrix: np.ndarray
-    scene_matrices: dict[str, np.ndarray] = field(default_factory=dict)
+    thresholds: dict[int, float]
+    threshold_source: str
+    matrices: dict[str, np.ndarray]
+    scene_matrices: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     calibration: dict[int, ProbabilityHistogram] = field(default_factory=dict)
     ranking: dict[int, ProbabilityHistogram] = field(default_factory=dict)
 
@@ -53,6 +78,8 @@ class SplitEvaluation:
         class_names: Sequence[str],
         rare_classes: Sequence[int],
         split: str,
+        thresholds: Mapping[int, float] | None = None,
+        threshold_source: str = "default",
         calibration_bins: int = 10,
         pr_bins: int = 100,
     ) -> SplitEvaluation:
@@ -62,57 +89,59 @@ class SplitEvaluation:
             class_names=list(class_names),
             rare_classes=[int(c) for c in rare_classes],
             split=split,
-            confusion_matrix=np.zeros((count, count), np.int64),
+            thresholds={int(c): float(t) for c, t in (thresholds or {}).items()},
+            threshold_source=threshold_source,
+            matrices={rule: np.zeros((count, count), np.int64) for rule in DECISIONS},
             calibration={c: ProbabilityHistogram.empty(calibration_bins) for c in rare_classes},
             ranking={c: ProbabilityHistogram.empty(pr_bins) for c in rare_classes},
         )
 
-    def update(self, scene: str, probs: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> None:
-        """Add one batch of a scene.
+    @property
+    def confusion_matrix(self) -> np.ndarray:
+        """The headline ``(K, K)`` counts: the ``deployed`` rule over all scenes."""
+        return self.matrices["deployed"]
+
+    def update(
+        self, scene: str, truth: np.ndarray, predictions: Mapping[str, np.ndarray], rare_probs: np.ndarray
+    ) -> None:
+        """Add scored pixels of a scene.
 
         Args:
-            scene: scene stem the batch comes from.
-            probs: ``(B, K, H, W)`` class probabilities; the prediction is their argmax.
-            target: ``(B, H, W)`` class ids, ``ignore_index`` for pixels that are not scored.
-            ignore_index: target value of unscored pixels.
+            scene: the scene's stem.
+            truth: (N,) class ids of the scored pixels (ignored pixels already dropped).
+            predictions: per decision rule of :data:`DECISIONS`, the (N,) predicted class ids.
+            rare_probs: (R, N) blended probabilities of the rare classes, in :attr:`rare_classes` order.
         """
         count = len(self.class_names)
-        target = target.long()
-        matrix = (
-            multiclass_confusion_matrix(probs.argmax(dim=1), target, count, ignore_index=ignore_index)
-            .cpu()
-            .numpy()
-            .astype(np.int64)
+        per_rule = self.scene_matrices.setdefault(
+            scene, {rule: np.zeros((count, count), np.int64) for rule in DECISIONS}
         )
-        self.confusion_matrix += matrix
-        self.scene_matrices[scene] = self.scene_matrices.get(scene, np.zeros((count, count), np.int64)) + matrix
-        valid = target != ignore_index
-        truth = target[valid].cpu().numpy()
-        for class_id in self.rare_classes:
-            class_probs = probs[:, class_id][valid].float().cpu().numpy()
-            self.calibration[class_id].update(class_probs, truth == class_id)
-            self.ranking[class_id].update(class_probs, truth == class_id)
+        for rule in DECISIONS:
+            matrix = confusion_matrix(truth, predictions[rule], count)
+            self.matrices[rule] += matrix
+            per_rule[rule] += matrix
+        for row, class_id in enumerate(self.rare_classes):
+            self.calibration[class_id].update(rare_probs[row], truth == class_id)
+            self.ranking[class_id].update(rare_probs[row], truth == class_id)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready scores: per class, summary, per scene, reliability and PR curves of rare classes.
+        """JSON-ready scores of both decision rules, per scene, and the rare-class probability curves.
 
-        Scores come from :func:`rareseg.callbacks.per_class_scores` / :func:`rareseg.callbacks.summary_scores`;
-        undefined scores (0/0) are ``None``.
+        Returns:
+            ``split``, ``class_names``, ``rare_classes`` (names), ``decision`` (the deployed rule's
+            ``thresholds`` by class name and ``threshold_source``); the headline ``summary``,
+            ``per_class`` and ``confusion_matrix`` ((K, K) list, rows = truth) of the ``deployed``
+            rule and the same three under ``argmax``; ``per_scene`` (per stem: the deployed
+            summary and rare-class IoU/recall, ``argmax`` with the same keys, and
+            ``confusion_matrix`` = ``{"deployed": (K, K), "argmax": (K, K)}`` lists); and
+            ``rare_probabilities`` (per rare class: ECE, reliability bins, average precision, PR
+            curve). Scores come from :mod:`rareseg.core.scores`; undefined scores (0/0) are ``None``.
         """
-        scores = per_class_scores(self.confusion_matrix)
-        per_class = {
-            name: {key: _number(scores[key][i]) for key in ("iou", "recall", "precision", "f1", "support")}
-            | {"rare": i in self.rare_classes}
-            for i, name in enumerate(self.class_names)
-        }
         scenes = {}
-        for stem, matrix in sorted(self.scene_matrices.items()):
-            scene_scores = per_class_scores(matrix)
-            scenes[stem] = {key: _number(value) for key, value in summary_scores(matrix, self.rare_classes).items()}
-            for class_id in self.rare_classes:
-                name = self.class_names[class_id]
-                scenes[stem][f"iou/{name}"] = _number(scene_scores["iou"][class_id])
-                scenes[stem][f"recall/{name}"] = _number(scene_scores["recall"][class_id])
+        for stem, per_rule in sorted(self.scene_matrices.items()):
+            scenes[stem] = self._scene_scores(per_rule["deployed"])
+            scenes[stem]["argmax"] = self._scene_scores(per_rule["argmax"])
+            scenes[stem]["confusion_matrix"] = {rule: matrix.tolist() for rule, matrix in per_rule.items()}
         calibration = {}
         for class_id in self.rare_classes:
             table = reliability(self.calibration[class_id])
@@ -132,133 +161,150 @@ class SplitEvaluation:
             "split": self.split,
             "class_names": self.class_names,
             "rare_classes": [self.class_names[c] for c in self.rare_classes],
-            "summary": {
-                key: _number(value) for key, value in summary_scores(self.confusion_matrix, self.rare_classes).items()
+            "decision": {
+                "thresholds": {self.class_names[c]: t for c, t in self.thresholds.items()},
+                "threshold_source": self.threshold_source,
             },
-            "per_class": per_class,
-            "confusion_matrix": self.confusion_matrix.tolist(),
+            **self._split_scores(self.matrices["deployed"]),
+            "argmax": self._split_scores(self.matrices["argmax"]),
             "per_scene": scenes,
             "rare_probabilities": calibration,
         }
 
+    def _split_scores(self, matrix: np.ndarray) -> dict[str, Any]:
+        scores = per_class_scores(matrix)
+        per_class = {
+            name: {key: _number(scores[key][i]) for key in ("iou", "recall", "precision", "f1", "support")}
+            | {"rare": i in self.rare_classes}
+            for i, name in enumerate(self.class_names)
+        }
+        summary = {key: _number(value) for key, value in summary_scores(matrix, self.rare_classes).items()}
+        return {"summary": summary, "per_class": per_class, "confusion_matrix": matrix.tolist()}
 
-def load_module(checkpoint: str | Path, device: torch.device) -> RareSegModule:
-    """Load a RareSegModule checkpoint for evaluation (eval mode, on ``device``).
+    def _scene_scores(self, matrix: np.ndarray) -> dict[str, Any]:
+        scores = per_class_scores(matrix)
+        row = {key: _number(value) for key, value in summary_scores(matrix, self.rare_classes).items()}
+        for class_id in self.rare_classes:
+            name = self.class_names[class_id]
+            row[f"iou/{name}"] = _number(scores["iou"][class_id])
+            row[f"recall/{name}"] = _number(scores["recall"][class_id])
+        return row
 
-    The checkpoint is unpickled (its hyperparameters name classes to rebuild): load only files you trust.
+
+def evaluate_predictor(
+    predictor: Predictor,
+    data_root: str | Path,
+    split: str = "test",
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 8,
+    threshold: float | None = None,
+    calibration_bins: int = 10,
+    pr_bins: int = 100,
+    progress: bool = True,
+) -> SplitEvaluation:
+    """Score a predictor on one split of a dataset root, scene by scene through the inference pass.
+
+    Args:
+        predictor: the loaded model (:func:`~rareseg.inference.load_predictor` or
+            :meth:`~rareseg.inference.Predictor.from_module`).
+        data_root: dataset root (images/, masks/, classes.yaml).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        tile: tile side in pixels (as ``rareseg infer --tile``).
+        overlap: pixels shared by neighbouring tiles (as ``rareseg infer --overlap``).
+        batch_size: tiles per forward pass.
+        threshold: one threshold for every rare class in the deployed rule (default: the
+            predictor's calibrated thresholds, else 0.5, as ``rareseg infer``).
+        calibration_bins: reliability bins over ``[0, 1]``.
+        pr_bins: bins (thresholds) of the precision-recall curves.
+        progress: show a tqdm bar over the split's scenes.
 
     Raises:
-        DataError: the file is missing or is not a RareSegModule checkpoint.
+        DataError: bad root, a split without scenes, or classes/bands that do not match the checkpoint.
+        ValueError: bad arguments.
     """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is reported as one line
-        raise DataError(f"{path}: not a readable checkpoint ({type(err).__name__}: {_first_line(err)})") from None
-    if not isinstance(content, dict) or not {"state_dict", "hyper_parameters"} <= content.keys():
-        raise DataError(f"{path}: not a Lightning checkpoint of a RareSegModule (no state_dict/hyper_parameters)")
-    try:
-        module = RareSegModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any failure to rebuild is reported as one line
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    check_options(tile, overlap, batch_size, 10.0, threshold)
+    data = LissIVDataModule(root=str(data_root), num_workers=0, generate_if_missing=False, augment=False)
+    if data.num_classes != predictor.num_classes or data.in_channels != predictor.in_channels:
         raise DataError(
-            f"{path}: the checkpoint does not rebuild a RareSegModule ({type(err).__name__}: {_first_line(err)})"
-        ) from None
-    return module.to(device).eval()
+            f"{data_root}: {data.num_classes} classes and {data.in_channels} bands, the checkpoint has"
+            f" {predictor.num_classes} classes and {predictor.in_channels} bands"
+        )
+    scenes = data.scenes_of(split)
+    if not scenes:
+        raise DataError(f"{data_root}: the {split} split has no scenes")
+    rare = predictor.select_rare_classes(None)
+    thresholds, source = predictor.thresholds_for(rare, threshold)
+    result = SplitEvaluation.empty(
+        data.class_names, rare, split, dict(zip(rare, thresholds)), source, calibration_bins, pr_bins
+    )
+    options = {"tile": tile, "overlap": overlap, "batch_size": batch_size}
+    with tqdm(total=len(scenes), desc=f"evaluate {split}", unit="scene", disable=not progress) as bar:
+        for index, scene in enumerate(scenes):
+
+            def advance(fraction: float, done: int = index) -> None:
+                bar.n = round(done + fraction, 2)
+                bar.refresh()
+
+            rows = data.split_rows(split, scene.height)
+            _score_scene(predictor, scene, rows, result, thresholds, advance, options)
+        bar.n = len(scenes)
+        bar.refresh()
+    return result
+
+
+def _score_scene(
+    predictor: Predictor,
+    scene: Scene,
+    scored_rows: tuple[int, int],
+    result: SplitEvaluation,
+    thresholds: Sequence[float],
+    progress: Callable[[float], None],
+    options: Mapping[str, int],
+) -> None:
+    """Run one scene through the pass (``options``: tile, overlap, batch_size) and score its rows ``[start, stop)``."""
+    rare, stem = result.rare_classes, scene.stem
+    first, last = scored_rows
+    with (
+        rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
+        open_scene(scene.image, predictor.in_channels) as src,
+        rasterio.open(scene.mask) as truth_src,
+    ):
+        mask_nodata = truth_src.nodata
+
+        def score_rows(rows: BlendedRows) -> None:  # runs on the pass's background thread
+            start, stop = max(rows.start, first), min(rows.stop, last)
+            if start >= stop:
+                return
+            band = slice(start - rows.start, stop - rows.start)
+            truth = truth_src.read(1, window=Window(0, start, src.width, stop - start))
+            scored = rows.valid[band] & (truth != IGNORE_INDEX)
+            if mask_nodata is not None:
+                scored &= truth != mask_nodata
+            deployed, rare_probs = deployed_classes(rows, rare, thresholds)
+            predictions = {"deployed": deployed[band][scored], "argmax": rows.argmax()[band][scored]}
+            result.update(stem, truth[scored], predictions, rare_probs[:, band][:, scored])
+
+        blend_scene(predictor, src, score_rows, progress=progress, **options)
 
 
 def evaluate_module(
     module: RareSegModule,
     data_root: str | Path,
     split: str = "test",
-    batch_size: int = 8,
-    patch_size: int = 256,
-    calibration_bins: int = 10,
-    pr_bins: int = 100,
-    progress: bool = True,
+    *,
+    thresholds: Mapping[int, float] | None = None,
+    **options: Any,
 ) -> SplitEvaluation:
-    """Score a module on one split of a dataset root, scene by scene on a grid of tiles.
+    """:func:`evaluate_predictor` of a module in memory, on its device (``thresholds``: calibrated ``{class_id: t}``).
 
-    The grid's stride is the tile side; edge tiles reach past the scene, where the fill is nodata
-    and not scored, so every pixel counts once. Tiles are read raw and normalised with the module's ``band_mean``/``band_std``
-    (``x' = (x - mean) / std``, the training statistics stored in the checkpoint); pixels whose
-    mask is 255 or whose bands are all nodata are not scored. Roots with fewer than three scenes
-    use the split's row block of every scene, as in training.
-
-    Args:
-        module: the task, in eval mode, on the device to run on.
-        data_root: dataset root (images/, masks/, classes.yaml).
-        split: ``"train"``, ``"val"`` or ``"test"``.
-        batch_size: tiles per forward pass.
-        patch_size: tile side in pixels.
-        calibration_bins: reliability bins over ``[0, 1]``.
-        pr_bins: thresholds of the precision-recall curves.
-        progress: show a tqdm bar over tiles.
-
-    Raises:
-        DataError: bad root, a split without scenes, a scene smaller than a tile, or classes/bands
-            that do not match the checkpoint.
-        ValueError: bad arguments.
+    ``options`` are those of :func:`evaluate_predictor`.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if batch_size < 1 or patch_size < 1:
-        raise ValueError(f"batch_size and patch_size must be >= 1, got {batch_size} and {patch_size}")
-    data = LissIVDataModule(
-        root=str(data_root),
-        batch_size=batch_size,
-        patch_size=patch_size,
-        num_workers=0,
-        generate_if_missing=False,
-        augment=False,
-    )
-    hparams = module.hparams
-    if data.num_classes != hparams.num_classes or data.in_channels != hparams.in_channels:
-        raise DataError(
-            f"{data_root}: {data.num_classes} classes and {data.in_channels} bands, the checkpoint has {hparams.num_classes} classes and {hparams.in_channels} bands"
-        )
-    scenes = data.scenes_of(split)
-    if not scenes:
-        raise DataError(f"{data_root}: the {split} split has no scenes")
-    mean = torch.tensor(
-        hparams.band_mean if hparams.band_mean is not None else data.band_mean,
-        dtype=torch.float32,
-        device=module.device,
-    )
-    std = torch.tensor(
-        hparams.band_std if hparams.band_std is not None else data.band_std, dtype=torch.float32, device=module.device
-    )
-    result = SplitEvaluation.empty(data.class_names, list(module.rare_classes), split, calibration_bins, pr_bins)
-    loaders = []
-    for scene in scenes:
-        dataset = IntersectionDataset(
-            LissIVImage([scene.image]), LissIVMask([scene.mask]), transforms=MarkNodata(data.nodata)
-        )
-        sampler = GridGeoSampler(dataset, patch_size, patch_size, roi=data.split_roi(dataset, split))
-        if len(sampler) == 0:
-            raise DataError(
-                f"{scene.image}: no {patch_size} px tile fits the {split} part of this scene (use a smaller --patch-size)"
-            )
-        loaders.append(
-            (scene.stem, DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=stack_samples))
-        )
-    with (
-        tqdm(
-            total=sum(len(loader.sampler) for _, loader in loaders),
-            desc=f"evaluate {split}",
-            unit="tile",
-            disable=not progress,
-        ) as bar,
-        torch.no_grad(),
-    ):
-        for stem, loader in loaders:
-            for batch in loader:
-                image = (batch["image"].to(module.device, torch.float32) - mean[:, None, None]) / std[:, None, None]
-                probs = F.softmax(module(image).logits.float(), dim=1)
-                result.update(stem, probs, batch["mask"].to(module.device), module.ignore_index)
-                bar.update(image.shape[0])
-    return result
+    predictor = Predictor.from_module(module, device=module.device, thresholds=thresholds)
+    return evaluate_predictor(predictor, data_root, split, **options)
 
 
 def evaluate(
@@ -266,9 +312,13 @@ def evaluate(
     data_root: str | Path,
     split: str = "test",
     out: str | Path | None = None,
+    *,
+    tile: int = 512,
+    overlap: int = 64,
     batch_size: int = 8,
-    patch_size: int = 256,
+    threshold: float | None = None,
     device: str = "auto",
+    precision: str = "32",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Load a checkpoint, score it on a split and (with ``out``) write metrics.json, report.md and plots.
@@ -278,27 +328,37 @@ def evaluate(
         data_root: dataset root.
         split: split to score.
         out: output folder, or None to only return the scores.
+        tile: tile side in pixels.
+        overlap: pixels shared by neighbouring tiles.
         batch_size: tiles per forward pass.
-        patch_size: tile side in pixels.
+        threshold: one threshold for every rare class (default: the checkpoint's calibrated ones).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``32`` or ``bf16``.
         progress: show a tqdm bar.
 
     Returns:
-        The :meth:`SplitEvaluation.to_dict` scores, plus ``checkpoint`` and ``data_root``.
+        The :meth:`SplitEvaluation.to_dict` scores, plus ``checkpoint``, ``data_root`` and ``tiles``
+        (``size``, ``overlap``, ``batch_size``).
 
     Raises:
         DataError: bad checkpoint, root or split.
     """
-    module = load_module(checkpoint, resolve_device(device))
-    scores = evaluate_module(module, data_root, split, batch_size, patch_size, progress=progress).to_dict()
-    scores = {"checkpoint": str(checkpoint), "data_root": str(data_root)} | scores
+    predictor = load_predictor(checkpoint, device=device, precision=precision)
+    result = evaluate_predictor(
+        predictor,
+        data_root,
+        split,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        threshold=threshold,
+        progress=progress,
+    )
+    tiles = {"size": tile, "overlap": overlap, "batch_size": batch_size}
+    scores = {"checkpoint": str(checkpoint), "data_root": str(data_root), "tiles": tiles} | result.to_dict()
     if out is not None:
         write_evaluation(scores, Path(out))
     return scores
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).splitlines()[0] if str(err) else ""
 
 
 def _number(value: float) -> float | None:

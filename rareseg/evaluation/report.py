@@ -1,44 +1,19 @@
-"""Evaluation outputs: metrics.json, report.md and PNG plots, each written atomically."""
+"""Evaluation outputs: metrics.json, report.md and PNG plots, each written atomically (write-then-rename)."""
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from rareseg.core.files import write_atomically
+from rareseg.core.plots import confusion_figure, save_figure
 
 #: Plots written next to metrics.json.
 PLOTS = ("confusion_matrix.png", "per_class.png", "pr_curves.png", "reliability.png")
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    A reader sees the old file or the complete new one, never a partial write.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def save_figure(figure: Figure, path: Path) -> None:
-    """Render a matplotlib figure to a PNG file atomically."""
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    write_atomically(path, buffer.getvalue())
 
 
 def write_evaluation(scores: dict[str, Any], out: Path) -> None:
@@ -49,7 +24,7 @@ def write_evaluation(scores: dict[str, Any], out: Path) -> None:
         out: output folder (created).
     """
     write_atomically(out / "metrics.json", (json.dumps(scores, indent=2) + "\n").encode())
-    save_figure(confusion_figure(scores), out / "confusion_matrix.png")
+    save_figure(confusion_figure(scores["confusion_matrix"], _labels(scores)), out / "confusion_matrix.png")
     save_figure(per_class_figure(scores), out / "per_class.png")
     save_figure(pr_figure(scores), out / "pr_curves.png")
     save_figure(reliability_figure(scores), out / "reliability.png")
@@ -57,61 +32,71 @@ def write_evaluation(scores: dict[str, Any], out: Path) -> None:
 
 
 def markdown_report(scores: dict[str, Any]) -> str:
-    """The Markdown report of an evaluation: summary, per-class table, rare-class calibration, per-scene table."""
-    rare = set(scores["rare_classes"])
+    """The Markdown report of an evaluation.
+
+    Summary of both decision rules, the per-class tables (deployed decision, then plain argmax),
+    rare-class calibration, the per-scene table and the deployed confusion matrix.
+    """
+    decision = scores["decision"]
+    thresholds = ", ".join(f"{name} {value:.2f}" for name, value in decision["thresholds"].items())
+    tiles = scores.get("tiles")
     lines = [
         f"# Evaluation on the {scores['split']} split",
         "",
         f"- checkpoint: `{scores['checkpoint']}`",
         f"- data root: `{scores['data_root']}`",
         f"- scenes: {', '.join(scores['per_scene'])}",
-        "- " + ", ".join(f"{key} {_fmt(value)}" for key, value in scores["summary"].items()),
-        "",
-        "## Per class (* rare)",
-        "",
-        "| class | IoU | recall | precision | F1 | pixels |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, row in scores["per_class"].items():
-        label = f"{name}*" if name in rare else name
-        lines.append(
-            f"| {label} | {_fmt(row['iou'])} | {_fmt(row['recall'])} | {_fmt(row['precision'])} | {_fmt(row['f1'])} | {int(row['support'])} |"
-        )
-    lines += ["", "## Rare-class probabilities", "", "| class | ECE | average precision |", "|---|---:|---:|"]
+    if tiles:
+        lines.append(f"- tiles: {tiles['size']} px, overlap {tiles['overlap']} px, blended (as `rareseg infer`)")
+    lines += [
+        f"- deployed decision (thresholds {thresholds or 'none'}, from {decision['threshold_source']}): "
+        + _summary(scores["summary"]),
+        "- plain argmax: " + _summary(scores["argmax"]["summary"]),
+        "",
+        "## Per class, deployed decision (* rare)",
+        "",
+        *_class_table(scores["per_class"], set(scores["rare_classes"])),
+        "",
+        "## Per class, plain argmax (* rare)",
+        "",
+        *_class_table(scores["argmax"]["per_class"], set(scores["rare_classes"])),
+        "",
+        "## Rare-class probabilities",
+        "",
+        "| class | ECE | average precision |",
+        "|---|---:|---:|",
+    ]
     for name, table in scores["rare_probabilities"].items():
         lines.append(f"| {name} | {_fmt(table['ece'])} | {_fmt(table['average_precision'])} |")
-    names = list(next(iter(scores["per_scene"].values()), {}))
-    lines += ["", "## Per scene", "", "| scene | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    first = next(iter(scores["per_scene"].values()), {})
+    names = [key for key, value in first.items() if not isinstance(value, dict)]
+    lines += [
+        "",
+        "## Per scene, deployed decision",
+        "",
+        "| scene | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
     for stem, row in scores["per_scene"].items():
         lines.append(f"| {stem} | " + " | ".join(_fmt(row[key]) for key in names) + " |")
     lines += ["", "## Plots", ""] + [f"![{plot[:-4]}]({plot})" for plot in PLOTS]
-    lines += ["", "Confusion matrix (rows = truth, columns = prediction, pixels):", "", "```"]
+    lines += ["", "Confusion matrix, deployed decision (rows = truth, columns = prediction, pixels):", "", "```"]
     lines += [" ".join(f"{count:>10d}" for count in row) for row in scores["confusion_matrix"]]
     return "\n".join([*lines, "```", ""])
 
 
-def confusion_figure(scores: dict[str, Any]) -> Figure:
-    """Confusion matrix, rows normalised to recall, annotated with the fraction of each truth row."""
-    matrix = np.asarray(scores["confusion_matrix"], dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        normalised = np.nan_to_num(matrix / matrix.sum(axis=1, keepdims=True))
-    labels = _labels(scores)
-    size = 2.0 + 0.7 * len(labels)
-    figure = Figure(figsize=(size + 1.2, size))
-    axes = figure.add_subplot()
-    shown = axes.imshow(normalised, vmin=0, vmax=1, cmap="Blues")
-    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    axes.set_yticks(range(len(labels)), labels)
-    axes.set_xlabel("prediction")
-    axes.set_ylabel("truth")
-    for row, column in np.ndindex(normalised.shape):
-        value = normalised[row, column]
-        axes.text(
-            column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value > 0.5 else "black"
-        )
-    figure.colorbar(shown, ax=axes, label="fraction of truth row")
-    figure.tight_layout()
-    return figure
+def _summary(summary: dict[str, float | None]) -> str:
+    return ", ".join(f"{key} {_fmt(value)}" for key, value in summary.items())
+
+
+def _class_table(per_class: dict[str, dict[str, Any]], rare: set[str]) -> list[str]:
+    lines = ["| class | IoU | recall | precision | F1 | pixels |", "|---|---:|---:|---:|---:|---:|"]
+    for name, row in per_class.items():
+        label = f"{name}*" if name in rare else name
+        scores = " | ".join(_fmt(row[key]) for key in ("iou", "recall", "precision", "f1"))
+        lines.append(f"| {label} | {scores} | {int(row['support'])} |")
+    return lines
 
 
 def per_class_figure(scores: dict[str, Any]) -> Figure:

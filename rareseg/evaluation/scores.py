@@ -1,10 +1,17 @@
-"""Pure evaluation math: binned probability histograms, reliability (ECE) and precision-recall curves."""
+"""Evaluation math on binned probabilities: the histogram accumulator, reliability (ECE) and precision-recall curves.
+
+Bins follow the one convention of :mod:`rareseg.core.histograms` (the one ``ThresholdCalibrator``
+uses), and the curves come from its :func:`~rareseg.core.histograms.precision_recall_f1`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from rareseg.core.histograms import precision_recall_f1, probability_bins
 
 
 @dataclass
@@ -12,7 +19,7 @@ class ProbabilityHistogram:
     """Pixel counts of one class's predicted probability in ``num_bins`` equal bins of ``[0, 1]``.
 
     Bin ``b`` holds probabilities in ``[b / n, (b + 1) / n)``; a probability of exactly 1 falls in the
-    last bin.
+    last bin (:func:`~rareseg.core.histograms.probability_bins`).
 
     Attributes:
         counts: ``(n,)`` pixels per bin.
@@ -47,8 +54,10 @@ class ProbabilityHistogram:
             probs: ``(N,)`` predicted probabilities of the class, in ``[0, 1]``.
             is_positive: ``(N,)`` bool, truth is the class.
         """
-        probs = np.asarray(probs, dtype=np.float64).ravel()
-        bins = np.clip((probs * self.num_bins).astype(np.int64), 0, self.num_bins - 1)
+        probs = np.ascontiguousarray(probs).ravel()
+        if probs.dtype not in (np.float32, np.float64):
+            probs = probs.astype(np.float64)
+        bins = probability_bins(torch.from_numpy(probs), self.num_bins).numpy()
         self.counts += np.bincount(bins, minlength=self.num_bins)
         self.prob_sums += np.bincount(bins, weights=probs, minlength=self.num_bins)
         self.positives += np.bincount(
@@ -97,10 +106,11 @@ def reliability(histogram: ProbabilityHistogram) -> dict[str, np.ndarray | float
 
 
 def precision_recall_curve(histogram: ProbabilityHistogram) -> dict[str, np.ndarray | float]:
-    """Precision and recall of "class if p >= t" at each bin's lower edge ``t_b = b / n``.
+    """Precision, recall and F1 of "class if p >= t" at each bin's lower edge ``t_b = b / n``.
 
     ``TP(t_b) = sum_{j >= b} positives_j``, ``predicted(t_b) = sum_{j >= b} n_j``,
-    ``precision = TP / predicted`` (NaN when nothing is predicted), ``recall = TP / sum positives``.
+    ``precision = TP / predicted`` (NaN when nothing is predicted), ``recall = TP / sum positives``
+    (:func:`~rareseg.core.histograms.precision_recall_f1`, the routine threshold calibration uses).
     Average precision is the step-wise area ``AP = sum_b (R_b - R_{b+1}) P_b`` over thresholds with
     a defined precision (``R_n = 0``). Pixels inside one bin share a threshold, so this is the
     exact curve of the binned scores.
@@ -109,17 +119,14 @@ def precision_recall_curve(histogram: ProbabilityHistogram) -> dict[str, np.ndar
         histogram: the class's :class:`ProbabilityHistogram`.
 
     Returns:
-        ``thresholds``, ``precision``, ``recall`` ``(n,)`` and ``average_precision``
+        ``thresholds``, ``precision``, ``recall``, ``f1`` ``(n,)`` and ``average_precision``
         (NaN when the class has no pixels).
     """
-    true_positive = np.cumsum(histogram.positives[::-1])[::-1].astype(np.float64)
-    predicted = np.cumsum(histogram.counts[::-1])[::-1].astype(np.float64)
-    positives = float(histogram.positives.sum())
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = true_positive / predicted
-        recall = true_positive / positives if positives else np.full_like(true_positive, np.nan)
+    scores = precision_recall_f1(histogram.counts - histogram.positives, histogram.positives)
+    precision, recall = scores["precision"], scores["recall"]
     next_recall = np.append(recall[1:], 0.0)
     defined = ~np.isnan(precision)
+    positives = histogram.positives.sum()
     average_precision = (
         float(np.sum((recall - next_recall)[defined] * precision[defined])) if positives else float("nan")
     )
@@ -127,5 +134,6 @@ def precision_recall_curve(histogram: ProbabilityHistogram) -> dict[str, np.ndar
         "thresholds": np.arange(histogram.num_bins) / histogram.num_bins,
         "precision": precision,
         "recall": recall,
+        "f1": scores["f1"],
         "average_precision": average_precision,
     }

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from rareseg.inference.predictor import load_predictor, resolve_device
+from rareseg.inference.checkpoint import load_predictor
+from rareseg.inference.predictor import resolve_device
 from rareseg.inference.scene import check_options, predict_scene
 
 

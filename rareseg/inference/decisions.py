@@ -1,14 +1,26 @@
-"""Per-pixel decisions of whole-scene prediction (pure functions): classes and top-k saliency."""
+"""Per-pixel decisions of whole-scene prediction (pure functions): classes, encoded outputs and top-k saliency.
+
+:func:`deployed_classes` is *the* decision rule users get: ``rareseg infer``, ``rareseg predict``,
+the web page and the headline scores of ``rareseg evaluate`` all apply it to the same blended
+probabilities (:class:`~rareseg.inference.tiling.BlendedRows`).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from rareseg.core.conventions import IGNORE_INDEX
+from rareseg.inference.rasters import PROBABILITY_SCALE
+from rareseg.inference.tiling import BlendedRows
+
 #: Saliency scores in [0, 1] are quantised to integer levels ``0..SALIENCY_LEVELS`` for the scene histogram.
 SALIENCY_LEVELS = 65534
+#: Level of nodata pixels in saliency-level arrays (valid levels are ``0..SALIENCY_LEVELS``).
+SALIENCY_NODATA = SALIENCY_LEVELS + 1
 
 
 def assign_classes(probs: np.ndarray, rare_classes: Sequence[int], thresholds: Sequence[float]) -> np.ndarray:
@@ -48,7 +60,8 @@ def override_rare_classes(
     """
     if len(rare_classes) != len(thresholds) or len(rare_classes) != len(rare_probs):
         raise ValueError(
-            f"override_rare_classes: {len(rare_classes)} rare classes, {len(rare_probs)} probability planes, {len(thresholds)} thresholds"
+            f"override_rare_classes: {len(rare_classes)} rare classes, {len(rare_probs)} probability planes,"
+            f" {len(thresholds)} thresholds"
         )
     result = classes.astype(np.int64)
     best = np.full(classes.shape, -np.inf, dtype=rare_probs.dtype)
@@ -57,6 +70,62 @@ def override_rare_classes(
         result[wins] = class_id
         np.copyto(best, plane, where=wins)
     return result
+
+
+def deployed_classes(
+    rows: BlendedRows, rare_classes: Sequence[int], thresholds: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The deployed decision of a band of blended rows: the threshold rule of :func:`assign_classes`.
+
+    Args:
+        rows: the blended outputs.
+        rare_classes: ids of the selected rare classes.
+        thresholds: one threshold per selected rare class, same order.
+
+    Returns:
+        (n, W) int64 classes (nodata pixels included; callers mask them with ``rows.valid``) and the
+        (R, n, W) float32 blended probabilities of the selected rare classes.
+    """
+    rare_probs = rows.probabilities(rare_classes)
+    return override_rare_classes(rows.argmax(), rare_probs, rare_classes, thresholds), rare_probs
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Encoded outputs of a band of rows, nodata where the input is nodata.
+
+    Attributes:
+        mask: (n, W) uint8 class ids, :data:`~rareseg.core.conventions.IGNORE_INDEX` = nodata.
+        probabilities: (R, n, W) uint8 percent ``round(P / PROBABILITY_SCALE)`` of the selected rare classes.
+        levels: (n, W) uint16 saliency levels (:func:`quantise_saliency`), :data:`SALIENCY_NODATA` = nodata.
+        valid: (n, W) bool.
+    """
+
+    mask: np.ndarray
+    probabilities: np.ndarray
+    levels: np.ndarray
+    valid: np.ndarray
+
+
+def decide_rows(
+    rows: BlendedRows, rare_classes: Sequence[int], thresholds: Sequence[float], saliency_channels: Sequence[int]
+) -> Decisions:
+    """Class mask (:func:`deployed_classes`), percent probabilities and saliency levels of finished rows.
+
+    The saliency score is ``max_r`` of the blended saliency of ``saliency_channels`` (planes of
+    ``rows.saliency_sums``), or ``max_r P_r`` over the selected rare classes without a saliency head.
+    """
+    valid = rows.valid
+    classes, rare_probs = deployed_classes(rows, rare_classes, thresholds)
+    mask = np.where(valid, classes, IGNORE_INDEX).astype(np.uint8)
+    percent = np.where(valid, np.rint(rare_probs / PROBABILITY_SCALE), IGNORE_INDEX).astype(np.uint8)
+    score = (
+        rare_probs.max(axis=0)
+        if rows.saliency_sums is None
+        else (rows.saliency_sums[list(saliency_channels)] / rows.weights).max(axis=0)
+    )
+    levels = np.where(valid, quantise_saliency(score), SALIENCY_NODATA).astype(np.uint16)
+    return Decisions(mask, percent, levels, valid)
 
 
 def quantise_saliency(scores: np.ndarray) -> np.ndarray:

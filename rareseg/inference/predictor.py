@@ -1,9 +1,15 @@
-"""Load a trained RareSegModule once and run it on raw image tiles.
+"""A trained network ready for inference: :class:`Predictor` normalises raw tiles and runs the network.
 
 A :class:`Predictor` holds the network on its device together with what inference needs from the
-checkpoint: band statistics (inputs are normalised as ``(x - band_mean) / band_std``, exactly as
-the datamodule did in training), class names and colours, rare classes and calibrated thresholds.
-A server loads one with :func:`load_predictor` and predicts many scenes with it.
+checkpoint: band statistics (inputs are normalised by :meth:`Predictor.normalise`, the only place
+that does it, exactly as the datamodule did in training), class names and colours, rare classes
+and calibrated thresholds. It is built from a module (:meth:`Predictor.from_module`) or loaded
+from a checkpoint (:func:`rareseg.inference.checkpoint.load_predictor`); a server loads one and
+predicts many scenes with it. The scene pass that tiles and blends is
+:func:`rareseg.inference.scene.blend_scene`.
+
+This module does not import the Lightning task, so the task itself can wrap itself in a
+Predictor (``RareSegModule.scene_saliency``).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,12 +26,10 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import nn
 
+from rareseg.core.conventions import resolve_class_colors
 from rareseg.datamodules.scenes import DataError
-from rareseg.lightning_modules import RareSegModule
 from rareseg.models import SegmentationOutput
 
-#: Top-level checkpoint key where threshold calibration stores ``{class_id: threshold}``.
-THRESHOLDS_KEY = "rareseg_thresholds"
 #: Threshold of a selected rare class when neither the user nor the checkpoint gives one.
 DEFAULT_THRESHOLD = 0.5
 
@@ -59,13 +63,6 @@ def resolve_precision(precision: str) -> Precision:
     if precision in {"bf16", "bf16-mixed"}:
         return "bf16"
     raise ValueError(f"unknown precision {precision!r} (use 32 or bf16)")
-
-
-def _default_colours(count: int) -> tuple[tuple[int, int, int], ...]:
-    import matplotlib
-
-    palette = matplotlib.colormaps["tab20"]
-    return tuple(tuple(int(round(255 * v)) for v in palette(i % 20)[:3]) for i in range(count))
 
 
 @dataclass
@@ -111,7 +108,7 @@ class Predictor:
         The module needs RareSegModule's hparams ``num_classes``, ``in_channels``, ``rare_classes``
         and optionally ``class_names``, ``class_colors``, ``band_mean``, ``band_std``. Without band
         statistics the inputs are used unnormalised (mean 0, std 1), with a warning; without names or
-        colours, ``class_<id>`` and a tab20 palette stand in.
+        colours, ``class_<id>`` and :data:`~rareseg.core.conventions.DEFAULT_PALETTE` stand in.
 
         Args:
             module: the trained module; moved to ``device`` and put in eval mode.
@@ -137,13 +134,14 @@ class Predictor:
                 f"checkpoint band statistics have {len(mean)}/{len(std)} values for {in_channels} input bands"
             )
         names = hparams.get("class_names") or [f"class_{i}" for i in range(num_classes)]
-        colours = hparams.get("class_colors") or _default_colours(num_classes)
+        given = hparams.get("class_colors")
+        colours = tuple(tuple(int(v) for v in c)[:3] for c in given) if given else resolve_class_colors(num_classes)
         return cls(
             model=module.to(resolved).eval(),
             device=resolved,
             precision=resolve_precision(precision),
             class_names=tuple(str(n) for n in names),
-            class_colors=tuple(tuple(int(v) for v in c)[:3] for c in colours),
+            class_colors=colours,
             rare_classes=tuple(int(c) for c in hparams["rare_classes"]),
             band_mean=np.asarray(mean, dtype=np.float32),
             band_std=np.asarray(std, dtype=np.float32),
@@ -199,9 +197,25 @@ class Predictor:
         source = "checkpoint" if all(calibrated) else "checkpoint+default" if any(calibrated) else "default"
         return values, source
 
+    def normalise(self, tiles: np.ndarray) -> torch.Tensor:
+        """Raw tiles as the network's input: ``x' = (x - band_mean) / band_std`` per band, float32 on :attr:`device`.
+
+        Args:
+            tiles: (B, C, H, W) pixel values in file units (DN or reflectance).
+
+        Raises:
+            ValueError: the tiles do not have the checkpoint's band count.
+        """
+        if tiles.ndim != 4 or tiles.shape[1] != self.in_channels:
+            raise ValueError(f"predict: expected tiles (B, {self.in_channels}, H, W), got {tiles.shape}")
+        batch = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(self.device)
+        mean = torch.from_numpy(self.band_mean).to(self.device)[None, :, None, None]
+        std = torch.from_numpy(self.band_std).to(self.device)[None, :, None, None]
+        return (batch - mean) / std
+
     @torch.inference_mode()
     def network_outputs(self, tiles: np.ndarray) -> SegmentationOutput:
-        """The network's raw outputs for a batch of raw tiles, on :attr:`device`.
+        """The network's raw outputs for a batch of raw tiles (:meth:`normalise` d), on :attr:`device`.
 
         Args:
             tiles: (B, C, H, W) pixel values in file units (DN or reflectance).
@@ -210,12 +224,7 @@ class Predictor:
             ``logits`` (B, K, H, W) and ``saliency_logits`` (B, R, H, W) or None, R = number of rare
             classes, on the device, in the autocast dtype.
         """
-        if tiles.ndim != 4 or tiles.shape[1] != self.in_channels:
-            raise ValueError(f"predict: expected tiles (B, {self.in_channels}, H, W), got {tiles.shape}")
-        batch = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(self.device)
-        mean = torch.from_numpy(self.band_mean).to(self.device)[None, :, None, None]
-        std = torch.from_numpy(self.band_std).to(self.device)[None, :, None, None]
-        batch = (batch - mean) / std
+        batch = self.normalise(tiles)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             out = self.model(batch)
         return out if isinstance(out, SegmentationOutput) else SegmentationOutput(out, None)
@@ -251,56 +260,3 @@ class Predictor:
         :meth:`network_outputs` then :meth:`probabilities`, in one call; see them for the shapes.
         """
         return self.probabilities(self.network_outputs(tiles), weights)
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many types (pickle, zip, EOF) for a bad file
-        raise DataError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise DataError(f"{path}: not a Lightning checkpoint of a RareSegModule (no state_dict/hyper_parameters)")
-    return checkpoint
-
-
-def load_predictor(
-    checkpoint: str | Path, device: str | torch.device = "auto", precision: str = "32", net: nn.Module | None = None
-) -> Predictor:
-    """Load a RareSegModule checkpoint for inference.
-
-    The network is rebuilt by ``RareSegModule.load_from_checkpoint`` from the checkpoint's
-    hyperparameters; ``net`` supplies the architecture instead (its weights are replaced by the
-    checkpoint's) for checkpoints whose hyperparameters do not describe it. Thresholds calibrated
-    during training (``checkpoint["rareseg_thresholds"]``) become the default thresholds.
-
-    Args:
-        checkpoint: ``.ckpt`` file written by Lightning.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        precision: ``"32"`` or ``"bf16"`` (autocast, see :func:`resolve_precision`).
-        net: optional network instance of the checkpoint's architecture.
-
-    Returns:
-        The predictor, in eval mode on ``device``.
-
-    Raises:
-        DataError: missing or unreadable checkpoint, or weights that do not fit the network.
-    """
-    path = Path(checkpoint)
-    raw = _read_checkpoint(path)
-    overrides = {} if net is None else {"net": net}
-    try:
-        with warnings.catch_warnings():
-            # training-time advice about modules kept in the hyperparameters; irrelevant when predicting
-            warnings.filterwarnings("ignore", message=r"Attribute '\w+' is an instance of `nn.Module`")
-            module = RareSegModule.load_from_checkpoint(path, map_location="cpu", weights_only=False, **overrides)
-    except RuntimeError as err:
-        raise DataError(
-            f"{path}: the weights do not fit the network rebuilt from the checkpoint ({str(err).splitlines()[0]})"
-        ) from None
-    return Predictor.from_module(
-        module, device=device, precision=precision, thresholds=raw.get(THRESHOLDS_KEY), checkpoint=path
-    )

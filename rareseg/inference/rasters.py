@@ -1,7 +1,8 @@
-"""Output rasters of whole-scene prediction: GeoTIFF profiles, block-aligned row writing, overviews, previews."""
+"""Output rasters of whole-scene prediction: the files, their description, block-aligned row writing, overviews, previews."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,14 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from rareseg.core.conventions import IGNORE_INDEX
+
+#: Output files of a scene, in the order they are moved into place (``summary.json`` last marks completion).
+OUTPUTS = ("mask.tif", "rare_prob.tif", "saliency_topk.tif", "preview_mask.png", "preview_prob.png", "summary.json")
+#: Rare-class probabilities are stored as uint8 percent: ``value = round(P / PROBABILITY_SCALE)``, GDAL scale 0.01.
+PROBABILITY_SCALE = 0.01
+#: Colour table of ``saliency_topk.tif``: 0 black, 1 gold, nodata transparent.
+TOPK_COLORMAP = {0: (0, 0, 0, 255), 1: (255, 215, 0, 255), IGNORE_INDEX: (0, 0, 0, 0)}
 #: Side of the square internal tiles of every output GeoTIFF, in pixels.
 BLOCK = 256
 #: Smallest overview side: overviews halve the scene until its longer side would drop below this.
@@ -41,6 +50,31 @@ def output_profile(src: rasterio.DatasetReader, count: int, dtype: str, nodata: 
         "zlevel": DEFLATE_LEVEL,
         "BIGTIFF": "IF_SAFER",
     }
+
+
+def describe_outputs(
+    mask: rasterio.io.DatasetWriter,
+    probs: rasterio.io.DatasetWriter,
+    class_names: Sequence[str],
+    class_colors: Sequence[tuple[int, int, int]],
+    rare_classes: Sequence[int],
+    thresholds: Sequence[float],
+) -> None:
+    """Colour table, class names, band descriptions, scales and thresholds of ``mask.tif`` and ``rare_prob.tif``.
+
+    QGIS shows the class names in its legend (band tags ``class_<id>`` and the colour table) and
+    reads the percent bands as probabilities through the GDAL scale.
+    """
+    mask.set_band_description(1, "class")
+    mask.update_tags(class_names=json.dumps(list(class_names)))
+    mask.update_tags(1, **{f"class_{i}": name for i, name in enumerate(class_names)})
+    mask.write_colormap(1, {**{i: (*colour, 255) for i, colour in enumerate(class_colors)}, IGNORE_INDEX: (0, 0, 0, 0)})
+    probs.descriptions = tuple(class_names[c] for c in rare_classes)
+    probs.scales = (PROBABILITY_SCALE,) * len(rare_classes)
+    probs.offsets = (0.0,) * len(rare_classes)
+    probs.update_tags(units="percent", scale="probability = value * 0.01")
+    for band, (class_id, threshold) in enumerate(zip(rare_classes, thresholds), start=1):
+        probs.update_tags(band, class_id=str(class_id), threshold=str(threshold))
 
 
 class BlockRowWriter:
@@ -95,7 +129,9 @@ def _decimated_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
 
 
 def _write_palette_png(png_path: Path, indices: np.ndarray, palette: np.ndarray, transparent: int) -> None:
-    """Write (H, W) uint8 ``indices`` as a palette PNG: colour ``palette[i]`` (N <= 256, RGB), index ``transparent`` see-through.
+    """Write (H, W) uint8 ``indices`` as a palette PNG of colours ``palette[i]`` (N <= 256, RGB).
+
+    Index ``transparent`` is see-through.
 
     A palette image is a quarter of the bytes of RGBA, and encodes about 10x faster.
     """
@@ -107,7 +143,11 @@ def _write_palette_png(png_path: Path, indices: np.ndarray, palette: np.ndarray,
 
 
 def write_mask_preview(
-    mask_path: Path, png_path: Path, colours: Sequence[tuple[int, int, int]], max_side: int, nodata: int = 255
+    mask_path: Path,
+    png_path: Path,
+    colours: Sequence[tuple[int, int, int]],
+    max_side: int,
+    nodata: int = IGNORE_INDEX,
 ) -> None:
     """Palette PNG of the class mask in its class colours (``nodata`` transparent), longer side at most ``max_side``."""
     with rasterio.open(mask_path) as src:
@@ -115,7 +155,7 @@ def write_mask_preview(
     _write_palette_png(png_path, mask, np.array([colour[:3] for colour in colours], dtype=np.uint8), transparent=nodata)
 
 
-def write_probability_preview(prob_path: Path, png_path: Path, max_side: int, nodata: int = 255) -> None:
+def write_probability_preview(prob_path: Path, png_path: Path, max_side: int, nodata: int = IGNORE_INDEX) -> None:
     """Palette PNG of the highest rare-class probability per pixel (magma colour map, ``nodata`` transparent).
 
     The bands hold integer percent (0..100), so the preview is exact with one palette entry per percent.

@@ -1,25 +1,31 @@
-"""Whole-scene prediction to georeferenced GeoTIFFs, with memory independent of the scene size.
+"""The one inference pass: a whole scene through the network in overlapping tiles, blended, with bounded memory.
 
-The scene is covered by overlapping tiles (:func:`~rareseg.inference.tiling.tile_origins`) read
-row of tiles by row of tiles as full-width strips. Tile probabilities are multiplied by the
-blending window (:func:`~rareseg.inference.tiling.blend_window`) and summed into accumulators
+:func:`blend_scene` covers the scene with overlapping tiles (:func:`~rareseg.inference.tiling.tile_origins`)
+read row of tiles by row of tiles as full-width strips. The :class:`~rareseg.inference.predictor.Predictor`
+normalises each tile and runs the network; tile probabilities (and saliency) are multiplied by
+the blending window (:func:`~rareseg.inference.tiling.blend_window`) and summed into accumulators
 that span one tile height of full-width rows. When a row of tiles is done, every row above the
-next row of tiles is final: in bands of ``DECIDE_ROWS`` rows it is divided by its weight sum
-(separable: :func:`~rareseg.inference.tiling.coverage_weights`), decided
-(:func:`~rareseg.inference.decisions.assign_classes`) and appended to the outputs, and the
-accumulators move up. Peak memory is ``O(tile * width)``, whatever the scene height.
+next row of tiles is final: it goes, in bands of ``DECIDE_ROWS`` rows, to the caller's ``consume``
+as :class:`~rareseg.inference.tiling.BlendedRows`, and the accumulators move up. Peak memory is
+``O(tile * width)``, whatever the scene height.
+
+Every user of a trained network goes through this pass and differs only in what ``consume`` does:
+:func:`predict_scene` (``rareseg infer``, ``rareseg predict``, the web page) decides and writes
+GeoTIFFs; ``rareseg evaluate`` (:mod:`rareseg.evaluation.evaluate`) scores the same decisions
+against the truth; the saliency maps of the training sampler
+(:mod:`rareseg.inference.saliency_map`) average the blended saliency over cells.
 
 The calling thread runs only the network. Everything else of the pass (reading strips, softmax,
-blending into the accumulators, deciding and writing finished rows) runs in order on one
-background thread (:class:`_Worker`) that owns the accumulators, with at most
-``MAX_PENDING_JOBS`` jobs in flight. GDAL, numpy and torch release the GIL while they work, so
-on a CPU that thread uses a core the network leaves idle, and on a GPU it overlaps the device's work.
+blending into the accumulators, ``consume``) runs in order on one background thread
+(:class:`_Worker`) that owns the accumulators, with at most ``MAX_PENDING_JOBS`` jobs in flight.
+GDAL, numpy and torch release the GIL while they work, so on a CPU that thread uses a core the
+network leaves idle, and on a GPU it overlaps the device's work.
 
-The top-k saliency mask needs a threshold over the whole scene: saliency levels of every pixel
-go to a scratch file and into a histogram during the pass; afterwards the scratch file is
-thresholded at :func:`~rareseg.inference.decisions.topk_level`, and the overviews and previews are
-added. That tail runs on the calling thread alone: rasterio holds the GIL while GDAL builds
-overviews, so a second thread would only wait for it.
+:func:`predict_scene` also writes a top-k saliency mask, which needs a threshold over the whole
+scene: saliency levels of every pixel go to a scratch file and into a histogram during the pass;
+afterwards the scratch file is thresholded at :func:`~rareseg.inference.decisions.topk_level`,
+and the overviews and previews are added. That tail runs on the calling thread alone: rasterio
+holds the GIL while GDAL builds overviews, so a second thread would only wait for it.
 
 Everything is written into a hidden staging folder inside the output folder and moved to its
 final name only when all outputs are complete (``summary.json`` last), so an interrupted run leaves
@@ -47,44 +53,41 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from rareseg.core.conventions import IGNORE_INDEX
 from rareseg.datamodules.scenes import DataError, open_geotiff
 from rareseg.inference.decisions import (
     SALIENCY_LEVELS,
+    SALIENCY_NODATA,
+    Decisions,
+    decide_rows,
     nodata_pixels,
-    override_rare_classes,
-    quantise_saliency,
     topk_level,
 )
 from rareseg.inference.predictor import Predictor
 from rareseg.inference.rasters import (
     BLOCK,
+    OUTPUTS,
+    TOPK_COLORMAP,
     BlockRowWriter,
     build_overviews,
+    describe_outputs,
     output_profile,
     write_mask_preview,
     write_probability_preview,
 )
-from rareseg.inference.summary import areas_hectares, pixel_area_m2
-from rareseg.inference.tiling import blend_window, coverage_weights, tile_origins
+from rareseg.inference.summary import grid_summary
+from rareseg.inference.tiling import BlendedRows, blend_window, coverage_weights, tile_origins
 from rareseg.models import SegmentationOutput
 
-#: Output files, in the order they are moved into place (``summary.json`` last marks completion).
-OUTPUTS = ("mask.tif", "rare_prob.tif", "saliency_topk.tif", "preview_mask.png", "preview_prob.png", "summary.json")
-#: Nodata value of the uint8 outputs.
-NODATA = 255
-#: Rare-class probabilities are stored as uint8 percent: ``value = round(100 * P)``, GDAL scale 0.01.
-PROBABILITY_SCALE = 0.01
-#: Nodata level of the saliency scratch file (valid levels are ``0..SALIENCY_LEVELS``).
-SALIENCY_NODATA = SALIENCY_LEVELS + 1
 #: GDAL block cache in MB: bounded so the cache does not grow with the scene.
 GDAL_CACHE_MB = 64
-#: Rows decided and written at a time (bounds the temporaries).
+#: Rows handed to ``consume`` at a time (bounds the temporaries).
 DECIDE_ROWS = 32
-#: Jobs of the prediction pass's background thread that may be unfinished at once (bounds the
-#: network outputs in flight: a job holds at most one batch of them).
+#: Jobs of the pass's background thread that may be unfinished at once (bounds the network
+#: outputs in flight: a job holds at most one batch of them).
 MAX_PENDING_JOBS = 3
-#: Progress fraction reported when the prediction pass is done, and when the top-k pass is done
-#: (overviews, previews and the summary take the rest).
+#: Progress fraction :func:`predict_scene` reports when the prediction pass is done, and when the
+#: top-k pass is done (overviews, previews and the summary take the rest).
 PREDICTION_SHARE = 0.9
 TOPK_DONE = 0.95
 _SCRATCH = "saliency_levels.u16"
@@ -146,16 +149,6 @@ def _staging_dir(out_dir: Path) -> Path:
         raise DataError(f"{out_dir}: output directory is not writable ({err.strerror or err})") from None
 
 
-@dataclass
-class _Rows:
-    """Finished rows: probability sums (K, n, W), saliency sums (S, n, W) or None, weight sums and validity (n, W)."""
-
-    probs: np.ndarray
-    saliency: np.ndarray | None
-    weights: np.ndarray
-    valid: np.ndarray
-
-
 class _RowAccumulator:
     """Blended sums over ``height`` full-width rows: class probabilities and saliency.
 
@@ -175,10 +168,10 @@ class _RowAccumulator:
                 self.saliency = np.zeros((saliency.shape[0], *self.probs.shape[1:]), dtype=np.float32)
             self.saliency[:, :height, x0 : x0 + width] += saliency
 
-    def rows(self, start: int, stop: int, weights: np.ndarray, valid: np.ndarray) -> _Rows:
-        """Views of rows ``start:stop`` with their (stop - start, W) weight sums and validity."""
+    def rows(self, y0: int, start: int, stop: int, weights: np.ndarray, valid: np.ndarray) -> BlendedRows:
+        """Views of rows ``start:stop`` (scene rows ``y0 + start`` on) with their weight sums and validity."""
         saliency = None if self.saliency is None else self.saliency[:, start:stop]
-        return _Rows(self.probs[:, start:stop], saliency, weights, valid)
+        return BlendedRows(y0 + start, self.probs[:, start:stop], saliency, weights, valid)
 
     def advance(self, rows: int) -> None:
         """Drop the top ``rows`` rows and move the rest up, zeroing the freed rows."""
@@ -189,38 +182,11 @@ class _RowAccumulator:
                 array[:, keep:] = 0
 
 
-@dataclass
-class _Decisions:
-    """Final outputs of a band of rows: (n, W) mask, (R, n, W) percent probabilities, (n, W) saliency levels and validity."""
-
-    mask: np.ndarray
-    probabilities: np.ndarray
-    levels: np.ndarray
-    valid: np.ndarray
-
-
-def _decide(
-    rows: _Rows, rare: Sequence[int], thresholds: Sequence[float], saliency_channels: Sequence[int]
-) -> _Decisions:
-    """Final outputs of finished rows: class mask, percent probabilities and saliency levels (nodata where invalid)."""
-    valid = rows.valid
-    rare_probs = rows.probs[list(rare)] / rows.weights  # weight sums are >= the window's floor > 0
-    # the weight sum is positive, so the argmax of the sums is the argmax of the probabilities
-    mask = np.where(
-        valid, override_rare_classes(rows.probs.argmax(axis=0), rare_probs, rare, thresholds), NODATA
-    ).astype(np.uint8)
-    percent = np.where(valid, np.rint(rare_probs / PROBABILITY_SCALE), NODATA).astype(np.uint8)
-    score = (
-        rare_probs.max(axis=0)
-        if rows.saliency is None
-        else (rows.saliency[list(saliency_channels)] / rows.weights).max(axis=0)
-    )
-    levels = np.where(valid, quantise_saliency(score), SALIENCY_NODATA).astype(np.uint16)
-    return _Decisions(mask, percent, levels, valid)
-
-
 class _OutputRows:
-    """Appends decided rows to ``mask.tif``, ``rare_prob.tif`` and the saliency scratch file; counts classes and saliency levels."""
+    """Appends decided rows to ``mask.tif``, ``rare_prob.tif`` and the saliency scratch file.
+
+    Also counts the valid pixels of each class and of each saliency level.
+    """
 
     def __init__(
         self, mask_rows: BlockRowWriter, prob_rows: BlockRowWriter, scratch: BinaryIO, num_classes: int
@@ -229,7 +195,7 @@ class _OutputRows:
         self.histogram = np.zeros(SALIENCY_LEVELS + 1, dtype=np.int64)
         self.mask_rows, self.prob_rows, self.scratch = mask_rows, prob_rows, scratch
 
-    def append(self, decided: _Decisions) -> None:
+    def append(self, decided: Decisions) -> None:
         """Write one band of decided rows below the previous ones."""
         self.mask_rows.append(decided.mask[None])
         self.prob_rows.append(decided.probabilities)
@@ -238,36 +204,19 @@ class _OutputRows:
         self.histogram += np.bincount(decided.levels[decided.valid], minlength=SALIENCY_LEVELS + 1)
 
 
-@dataclass
-class _PassResult:
-    class_counts: np.ndarray
-    histogram: np.ndarray
+@dataclass(frozen=True)
+class PassStats:
+    """What :func:`blend_scene` did.
+
+    Attributes:
+        tiles: tiles of the scene's grid.
+        tiles_predicted: tiles with at least one valid pixel (the others are not run through the network).
+        saliency_head: whether the network has a saliency head.
+    """
+
     tiles: int
     tiles_predicted: int
     saliency_head: bool
-
-
-def _describe_outputs(
-    mask: rasterio.io.DatasetWriter,
-    probs: rasterio.io.DatasetWriter,
-    predictor: Predictor,
-    rare: Sequence[int],
-    thresholds: Sequence[float],
-) -> None:
-    """Colour table, class names, band descriptions, scales and thresholds of the mask and probability files."""
-    names = predictor.class_names
-    mask.set_band_description(1, "class")
-    mask.update_tags(class_names=json.dumps(list(names)))
-    mask.update_tags(1, **{f"class_{i}": name for i, name in enumerate(names)})
-    mask.write_colormap(
-        1, {**{i: (*colour, 255) for i, colour in enumerate(predictor.class_colors)}, NODATA: (0, 0, 0, 0)}
-    )
-    probs.descriptions = tuple(names[c] for c in rare)
-    probs.scales = (PROBABILITY_SCALE,) * len(rare)
-    probs.offsets = (0.0,) * len(rare)
-    probs.update_tags(units="percent", scale="probability = value * 0.01")
-    for band, (class_id, threshold) in enumerate(zip(rare, thresholds), start=1):
-        probs.update_tags(band, class_id=str(class_id), threshold=str(threshold))
 
 
 class _Worker:
@@ -304,98 +253,143 @@ class _Worker:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _prediction_pass(
+def blend_scene(
     predictor: Predictor,
     src: rasterio.DatasetReader,
-    staging: Path,
-    tile: int,
-    overlap: int,
-    batch_size: int,
-    rare: Sequence[int],
-    thresholds: Sequence[float],
-    report: Callable[[float], None],
-    cancelled: Callable[[], bool],
-) -> _PassResult:
-    """Predict every tile, blend, and write ``mask.tif``, ``rare_prob.tif`` and the saliency scratch file."""
+    consume: Callable[[BlendedRows], None],
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 8,
+    progress: Callable[[float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> PassStats:
+    """Predict every tile of an open scene, blend, and hand the finished rows to ``consume`` top to bottom.
+
+    Options are those of :func:`predict_scene` (checked there, by :func:`check_options`).
+    ``consume`` runs on the pass's background thread, in row order, once per band of at most
+    ``DECIDE_ROWS`` rows; the arrays it gets are views, valid only during the call. Tiles whose
+    pixels are all nodata are not predicted; their rows are still handed over (with ``valid`` False).
+
+    Args:
+        predictor: the loaded model.
+        src: the scene, with ``predictor.in_channels`` bands.
+        consume: what to do with each band of blended rows.
+        tile: tile side in pixels.
+        overlap: pixels shared by neighbouring tiles.
+        batch_size: tiles per forward pass.
+        progress: called with the fraction of the pass done, 0..1.
+        cancel: polled between batches; returning True raises :class:`InferenceCancelled`.
+
+    Returns:
+        Tile counts and whether the network has a saliency head.
+
+    Raises:
+        InferenceCancelled: ``cancel`` returned True.
+    """
+    report = progress or (lambda fraction: None)
+    cancelled = cancel or (lambda: False)
     height, width = src.height, src.width
     tile_h, tile_w = min(tile, height), min(tile, width)
     rows, cols = tile_origins(height, tile, overlap), tile_origins(width, tile, overlap)
     window = blend_window(tile_h, tile_w, overlap)
     row_weights, col_weights = coverage_weights(height, tile, overlap), coverage_weights(width, tile, overlap)
-    saliency_channels = [predictor.rare_classes.index(c) for c in rare]
     acc = _RowAccumulator(predictor.num_classes, tile_h, width)
     total, visited, predicted = len(rows) * len(cols), 0, 0
-    with (
-        rasterio.open(staging / "mask.tif", "w", **output_profile(src, 1, "uint8", NODATA)) as mask_dst,
-        rasterio.open(staging / "rare_prob.tif", "w", **output_profile(src, len(rare), "uint8", NODATA)) as prob_dst,
-        open(staging / _SCRATCH, "wb") as scratch,
-    ):
-        worker = _Worker(MAX_PENDING_JOBS)  # closed before the files: its jobs write to them
-        try:
-            _describe_outputs(mask_dst, prob_dst, predictor, rare, thresholds)
-            writer = _OutputRows(BlockRowWriter(mask_dst), BlockRowWriter(prob_dst), scratch, predictor.num_classes)
+    worker = _Worker(MAX_PENDING_JOBS)
+    try:
+        # the jobs of the worker thread; src and acc are used on that thread only
+        def read_strip(y0: int) -> tuple[np.ndarray, np.ndarray]:
+            strip = src.read(window=Window(0, y0, width, tile_h))
+            return strip, ~nodata_pixels(strip, src.nodata)
 
-            # the jobs of the worker thread; src and acc are used on that thread only
-            def read_strip(y0: int) -> tuple[np.ndarray, np.ndarray]:
-                strip = src.read(window=Window(0, y0, width, tile_h))
-                return strip, ~nodata_pixels(strip, src.nodata)
+        def accumulate(outputs: SegmentationOutput, origins: list[int]) -> None:
+            probs, saliency = predictor.probabilities(outputs, window)
+            for b, x0 in enumerate(origins):
+                acc.add(x0, probs[b], None if saliency is None else saliency[b])
 
-            def accumulate(outputs: SegmentationOutput, origins: list[int]) -> None:
-                probs, saliency = predictor.probabilities(outputs, window)
-                for b, x0 in enumerate(origins):
-                    acc.add(x0, probs[b], None if saliency is None else saliency[b])
+        def finish_rows(y0: int, valid: np.ndarray) -> None:
+            finished = valid.shape[0]
+            for start in range(0, finished, DECIDE_ROWS):
+                stop = min(start + DECIDE_ROWS, finished)
+                weights = np.outer(row_weights[y0 + start : y0 + stop], col_weights)
+                consume(acc.rows(y0, start, stop, weights, valid[start:stop]))
+            acc.advance(finished)
 
-            def write_rows(y0: int, valid: np.ndarray) -> None:
-                finished = valid.shape[0]
-                for start in range(0, finished, DECIDE_ROWS):
-                    stop = min(start + DECIDE_ROWS, finished)
-                    weights = np.outer(row_weights[y0 + start : y0 + stop], col_weights)
-                    writer.append(
-                        _decide(acc.rows(start, stop, weights, valid[start:stop]), rare, thresholds, saliency_channels)
-                    )
-                acc.advance(finished)
-
-            reading = worker.submit(read_strip, rows[0])
-            for index, y0 in enumerate(rows):
+        reading = worker.submit(read_strip, rows[0])
+        for index, y0 in enumerate(rows):
+            if cancelled():
+                raise InferenceCancelled("prediction cancelled")
+            strip, valid = reading.result()
+            if index + 1 < len(rows):
+                reading = worker.submit(read_strip, rows[index + 1])
+            origins = [x0 for x0 in cols if valid[:, x0 : x0 + tile_w].any()]
+            for start in range(0, len(origins), batch_size):
                 if cancelled():
                     raise InferenceCancelled("prediction cancelled")
-                strip, valid = reading.result()
-                if index + 1 < len(rows):
-                    reading = worker.submit(read_strip, rows[index + 1])
-                origins = [x0 for x0 in cols if valid[:, x0 : x0 + tile_w].any()]
-                for start in range(0, len(origins), batch_size):
-                    if cancelled():
-                        raise InferenceCancelled("prediction cancelled")
-                    group = origins[start : start + batch_size]
-                    outputs = predictor.network_outputs(
-                        np.stack([strip[:, :, x0 : x0 + tile_w] for x0 in group], dtype=np.float32)
-                    )
-                    worker.submit(accumulate, outputs, group)
-                    predicted += len(group)
-                    report(PREDICTION_SHARE * (visited + start + len(group)) / total)
-                visited += len(cols)
-                finished = (rows[index + 1] if index + 1 < len(rows) else height) - y0
-                worker.submit(write_rows, y0, valid[:finished])
-                report(PREDICTION_SHARE * visited / total)
-            worker.drain()
-        finally:
-            worker.close()
-    return _PassResult(writer.class_counts, writer.histogram, total, predicted, acc.saliency is not None)
+                group = origins[start : start + batch_size]
+                outputs = predictor.network_outputs(
+                    np.stack([strip[:, :, x0 : x0 + tile_w] for x0 in group], dtype=np.float32)
+                )
+                worker.submit(accumulate, outputs, group)
+                predicted += len(group)
+                report((visited + start + len(group)) / total)
+            visited += len(cols)
+            finished = (rows[index + 1] if index + 1 < len(rows) else height) - y0
+            worker.submit(finish_rows, y0, valid[:finished])
+            report(visited / total)
+        worker.drain()
+    finally:
+        worker.close()
+    return PassStats(total, predicted, acc.saliency is not None)
+
+
+def _prediction_pass(
+    predictor: Predictor,
+    src: rasterio.DatasetReader,
+    staging: Path,
+    options: dict[str, int],
+    rare: Sequence[int],
+    thresholds: Sequence[float],
+    report: Callable[[float], None],
+    cancelled: Callable[[], bool],
+) -> tuple[_OutputRows, PassStats]:
+    """:func:`blend_scene` deciding each band of rows into ``mask.tif``, ``rare_prob.tif`` and the saliency scratch file."""
+    saliency_channels = [predictor.rare_classes.index(c) for c in rare]
+    with (
+        rasterio.open(staging / "mask.tif", "w", **output_profile(src, 1, "uint8", IGNORE_INDEX)) as mask_dst,
+        rasterio.open(
+            staging / "rare_prob.tif", "w", **output_profile(src, len(rare), "uint8", IGNORE_INDEX)
+        ) as prob_dst,
+        open(staging / _SCRATCH, "wb") as scratch,
+    ):
+        describe_outputs(mask_dst, prob_dst, predictor.class_names, predictor.class_colors, rare, thresholds)
+        writer = _OutputRows(BlockRowWriter(mask_dst), BlockRowWriter(prob_dst), scratch, predictor.num_classes)
+        # blend_scene joins its worker thread before returning, so no job writes to a closed file
+        stats = blend_scene(
+            predictor,
+            src,
+            lambda rows: writer.append(decide_rows(rows, rare, thresholds, saliency_channels)),
+            progress=lambda fraction: report(PREDICTION_SHARE * fraction),
+            cancel=cancelled,
+            **options,
+        )
+    return writer, stats
 
 
 def _topk_pass(src: rasterio.DatasetReader, staging: Path, level: int | None, cancelled: Callable[[], bool]) -> None:
-    """Write ``saliency_topk.tif`` (1 where the saliency level >= ``level``, 0 below, nodata) from the scratch file."""
-    # one lookup per pixel: level -> 0/1, the scratch file's nodata level -> NODATA
+    """Write ``saliency_topk.tif`` from the scratch file: 1 where the saliency level >= ``level``, 0 below, nodata."""
+    # one lookup per pixel: level -> 0/1, the scratch file's nodata level -> IGNORE_INDEX
     top_of_level = np.zeros(SALIENCY_NODATA + 1, dtype=np.uint8)
     if level is not None:
         top_of_level[level:] = 1
-    top_of_level[SALIENCY_NODATA] = NODATA
+    top_of_level[SALIENCY_NODATA] = IGNORE_INDEX
     with (
-        rasterio.open(staging / "saliency_topk.tif", "w", **output_profile(src, 1, "uint8", NODATA)) as dst,
+        rasterio.open(staging / "saliency_topk.tif", "w", **output_profile(src, 1, "uint8", IGNORE_INDEX)) as dst,
         open(staging / _SCRATCH, "rb") as scratch,
     ):
         dst.set_band_description(1, "top-k salient")
-        dst.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 215, 0, 255), NODATA: (0, 0, 0, 0)})
+        dst.write_colormap(1, TOPK_COLORMAP)
         writer = BlockRowWriter(dst)
         for row in range(0, src.height, BLOCK):
             if cancelled():
@@ -416,27 +410,6 @@ def _finish_mask_and_probabilities(
     write_probability_preview(staging / "rare_prob.tif", staging / "preview_prob.png", preview_max_side)
 
 
-def _grid_summary(src: rasterio.DatasetReader, class_counts: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-    """Grid, CRS and per-class pixel counts and areas (hectares, ``count * pixel area / 10^4``) of the summary."""
-    pixel_area = pixel_area_m2(src.transform, src.crs)
-    valid = int(class_counts.sum())
-    return {
-        "width": src.width,
-        "height": src.height,
-        "crs": None if src.crs is None else src.crs.to_string(),
-        "transform": list(src.transform)[:6],
-        "pixel_area_m2": pixel_area,
-        "valid_pixels": valid,
-        "nodata_pixels": src.width * src.height - valid,
-        "classes": [
-            {"id": i, "name": name, "pixels": int(count), "area_ha": area}
-            for i, (name, count, area) in enumerate(
-                zip(class_names, class_counts, areas_hectares(class_counts, pixel_area))
-            )
-        ],
-    }
-
-
 def _publish(staging: Path, out_dir: Path) -> dict[str, Path]:
     """Move the finished outputs to their final names (``summary.json`` last) and remove the staging folder."""
     outputs = {}
@@ -449,7 +422,7 @@ def _publish(staging: Path, out_dir: Path) -> dict[str, Path]:
 
 def predict_scene(
     predictor: Predictor,
-    input: str | Path,
+    image_path: str | Path,
     out_dir: str | Path,
     *,
     tile: int = 512,
@@ -486,7 +459,7 @@ def predict_scene(
 
     Args:
         predictor: the loaded model (:func:`~rareseg.inference.load_predictor`).
-        input: the scene GeoTIFF, with the checkpoint's band count and order.
+        image_path: the scene GeoTIFF, with the checkpoint's band count and order.
         out_dir: output folder (created when missing).
         tile: tile side in pixels.
         overlap: pixels shared by neighbouring tiles, at most ``tile / 2``.
@@ -509,7 +482,7 @@ def predict_scene(
     check_options(tile, overlap, batch_size, topk, threshold, preview_max_side)
     rare = predictor.select_rare_classes(rare_classes)
     thresholds, threshold_source = predictor.thresholds_for(rare, threshold)
-    input_path, out_dir = Path(input), Path(out_dir)
+    input_path, out_dir = Path(image_path), Path(out_dir)
     report = progress or (lambda fraction: None)
     cancelled = cancel or (lambda: False)
     started = time.perf_counter()
@@ -518,12 +491,11 @@ def predict_scene(
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_scene(input_path, predictor.in_channels) as src:
             staging = _staging_dir(out_dir)
             try:
-                result = _prediction_pass(
-                    predictor, src, staging, tile, overlap, batch_size, rare, thresholds, report, cancelled
-                )
-                level = topk_level(result.histogram, topk)
+                options = {"tile": tile, "overlap": overlap, "batch_size": batch_size}
+                written, stats = _prediction_pass(predictor, src, staging, options, rare, thresholds, report, cancelled)
+                level = topk_level(written.histogram, topk)
                 # every valid pixel is in the histogram, so the pixels at or above the cut are counted there
-                selected = 0 if level is None else int(result.histogram[level:].sum())
+                selected = 0 if level is None else int(written.histogram[level:].sum())
                 # one thread: rasterio holds the GIL while GDAL builds overviews, so a second thread only waits
                 _topk_pass(src, staging, level, cancelled)
                 report(TOPK_DONE)
@@ -534,14 +506,14 @@ def predict_scene(
                 summary = {
                     "input": str(input_path),
                     "checkpoint": None if predictor.checkpoint is None else str(predictor.checkpoint),
-                    **_grid_summary(src, result.class_counts, predictor.class_names),
+                    **grid_summary(src, written.class_counts, predictor.class_names),
                     "rare_classes": [
                         {"id": c, "name": predictor.class_names[c], "threshold": t} for c, t in zip(rare, thresholds)
                     ],
                     "threshold_source": threshold_source,
                     "topk": {
                         "percent": topk,
-                        "score": "saliency head" if result.saliency_head else "max rare probability",
+                        "score": "saliency head" if stats.saliency_head else "max rare probability",
                         "cut": None if level is None else level / SALIENCY_LEVELS,
                         "pixels": selected,
                     },
@@ -549,8 +521,8 @@ def predict_scene(
                         "size": [min(tile, src.height), min(tile, src.width)],
                         "overlap": overlap,
                         "batch_size": batch_size,
-                        "count": result.tiles,
-                        "predicted": result.tiles_predicted,
+                        "count": stats.tiles,
+                        "predicted": stats.tiles_predicted,
                     },
                     "device": str(predictor.device),
                     "precision": predictor.precision,

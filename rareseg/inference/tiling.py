@@ -9,6 +9,8 @@ Overlapping predictions are averaged with the weights of :func:`blend_window`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -106,3 +108,40 @@ def coverage_weights(length: int, tile: int, overlap: int, floor: float = WINDOW
     for origin in tile_origins(length, tile, overlap):
         sums[origin : origin + size] += ramp
     return sums.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class BlendedRows:
+    """A band of finished full-width scene rows: blended network outputs, not yet divided by their weights.
+
+    Every tile's outputs were multiplied by :func:`blend_window` and summed, so the blended
+    probability of class ``k`` is ``prob_sums[k] / weights`` (:meth:`probabilities`). The weight
+    sums are positive, so the argmax of the sums is the argmax of the blended probabilities.
+
+    Attributes:
+        start: scene row of the band's first row.
+        prob_sums: (K, n, W) float32 weighted sums of the class probabilities.
+        saliency_sums: (S, n, W) float32 weighted sums of the saliency head's sigmoid, one plane per
+            rare class of the predictor (its order), or None when the network has no saliency head.
+        weights: (n, W) float32 sums of the blending weights (:func:`coverage_weights`), at least the floor.
+        valid: (n, W) bool, False where the input is nodata in every band.
+    """
+
+    start: int
+    prob_sums: np.ndarray
+    saliency_sums: np.ndarray | None
+    weights: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def stop(self) -> int:
+        """Scene row after the band's last row."""
+        return self.start + self.valid.shape[0]
+
+    def probabilities(self, classes: Sequence[int]) -> np.ndarray:
+        """Blended probabilities of ``classes``: (len(classes), n, W) float32."""
+        return self.prob_sums[list(classes)] / self.weights
+
+    def argmax(self) -> np.ndarray:
+        """(n, W) int64 class of the highest blended probability (the first on ties)."""
+        return self.prob_sums.argmax(axis=0)

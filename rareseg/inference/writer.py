@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,10 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from rareseg.core.conventions import THRESHOLDS_KEY
+from rareseg.core.files import write_atomically
 from rareseg.datamodules.predict_scenes import is_scene_descriptor
-from rareseg.inference.predictor import THRESHOLDS_KEY, Precision, Predictor, resolve_precision
+from rareseg.inference.predictor import Precision, Predictor, resolve_precision
 from rareseg.inference.scene import check_options, predict_scene
 
 #: Index of a predict run, written into ``output_dir`` by rank 0 when every process is done.
@@ -98,7 +99,8 @@ class ScenePredictionWriter(BasePredictionWriter):
             self._precision = resolve_precision(precision)
         except ValueError:
             raise ValueError(
-                f"ScenePredictionWriter: trainer precision {precision!r} is not supported for scene prediction (use 32-true or bf16-mixed)"
+                f"ScenePredictionWriter: trainer precision {precision!r} is not supported for scene prediction"
+                " (use 32-true or bf16-mixed)"
             ) from None
 
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -130,7 +132,8 @@ class ScenePredictionWriter(BasePredictionWriter):
         if not is_scene_descriptor(prediction):
             if not self._warned:
                 rank_zero_warn(
-                    "ScenePredictionWriter: predict_step did not return a scene descriptor {'path', 'name'}; nothing is written for such batches"
+                    "ScenePredictionWriter: predict_step did not return a scene descriptor {'path', 'name'};"
+                    " nothing is written for such batches"
                 )
                 self._warned = True
             return
@@ -155,10 +158,7 @@ class ScenePredictionWriter(BasePredictionWriter):
         scenes = sorted(_gather(trainer, self.written), key=lambda scene: scene["name"])
         if trainer.is_global_zero and scenes:
             index = {"checkpoint": None if trainer.ckpt_path is None else str(trainer.ckpt_path), "scenes": scenes}
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            staging = self.output_dir / f".{INDEX_NAME}.tmp"
-            staging.write_text(json.dumps(index, indent=2) + "\n")
-            os.replace(staging, self.output_dir / INDEX_NAME)
+            write_atomically(self.output_dir / INDEX_NAME, (json.dumps(index, indent=2) + "\n").encode())
             rank_zero_info(
                 f"ScenePredictionWriter: wrote {len(scenes)} scene(s) to {self.output_dir} (index: {INDEX_NAME})"
             )

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from affine import Affine
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from rareseg.core.conventions import IGNORE_INDEX
 from rareseg.datamodules.predict_scenes import is_scene_descriptor
-from rareseg.datamodules.scenes import IGNORE_INDEX
 from rareseg.losses import CrossEntropyLoss, SaliencyBCELoss
 from rareseg.models import SegmentationOutput, SpatialAwareSegFormer
 from rareseg.optim import CASM, rare_pixel_counts
@@ -255,6 +258,42 @@ class RareSegModule(LightningModule):
         out = self(batch["image"])
         saliency = torch.sigmoid(out.saliency_logits.float()) if out.saliency_logits is not None else None
         return {"probs": F.softmax(out.logits.float(), dim=1), "saliency": saliency}
+
+    def scene_saliency(
+        self,
+        image_path: str | Path,
+        resolution: float,
+        *,
+        tile: int = 512,
+        overlap: int = 64,
+        batch_size: int = 8,
+        precision: str = "32-true",
+    ) -> tuple[np.ndarray, Affine]:
+        """Low-resolution saliency map of a whole scene, for the ``SaliencyRefresh`` callback.
+
+        The module goes through the one inference pass: wrapped in a
+        :class:`~rareseg.inference.Predictor` (its ``band_mean``/``band_std`` normalise the raw
+        tiles), tiled with overlap and blended, the saliency averaged over cells
+        (:func:`~rareseg.inference.saliency_map.scene_saliency_map`). Leaves the module in eval
+        mode on its device; the caller restores the training mode.
+
+        Args:
+            image_path: the scene GeoTIFF.
+            resolution: map cell size in CRS units (metres), rounded to whole pixels.
+            tile: tile side in pixels.
+            overlap: pixels shared by neighbouring tiles.
+            batch_size: tiles per forward pass.
+            precision: the trainer's precision: ``bf16*`` runs under bf16 autocast, anything else in float32.
+
+        Returns:
+            The (h, w) float32 map and its ``Affine`` in the scene CRS.
+        """
+        from rareseg.inference.predictor import Predictor
+        from rareseg.inference.saliency_map import scene_saliency_map
+
+        autocast = "bf16" if str(precision).startswith("bf16") else "32"
+        predictor = Predictor.from_module(self, device=self.device, precision=autocast)
+        return scene_saliency_map(predictor, image_path, resolution, tile=tile, overlap=overlap, batch_size=batch_size)
 
     def configure_optimizers(self) -> Any:
         """Base optimiser, wrapped in CASM for ``sam``/``casm``, plus the optional scheduler."""

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from rareseg.core.conventions import IGNORE_INDEX
+
 from ._checks import check_logits_target, frequency_tensor
 from ._functional import AlphaOn, arbt_alpha, arbt_loss, inverse_frequency_weights, one_hot_valid
 
@@ -62,7 +64,7 @@ class ARBTLoss(nn.Module):
         gamma: float = 2.0,
         eps: float = 1e-6,
         alpha_on: AlphaOn = "fp",
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__()
         if lam < 0:

@@ -16,6 +16,8 @@ from segmentation_models_pytorch import losses as smp_losses
 from segmentation_models_pytorch.losses._functional import softmax_focal_loss_with_logits
 from torch import nn
 
+from rareseg.core.conventions import IGNORE_INDEX
+
 from ._checks import check_logits_target, frequency_tensor
 from ._functional import inverse_frequency_weights
 
@@ -43,7 +45,7 @@ class CrossEntropyLoss(nn.Module):
 
     class_weights: torch.Tensor | None
 
-    def __init__(self, class_frequencies: Sequence[float] | None = None, ignore_index: int = 255) -> None:
+    def __init__(self, class_frequencies: Sequence[float] | None = None, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
         self.ignore_index = ignore_index
         self.register_buffer("class_weights", None, persistent=False)
@@ -84,7 +86,7 @@ class WeightedCrossEntropyLoss(CrossEntropyLoss):
         class_frequencies: Sequence[float] | None = None,
         power: float = 1.0,
         eps: float = 1e-6,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__(ignore_index=ignore_index)
         if power < 0:
@@ -112,7 +114,7 @@ class FocalLoss(nn.Module):
     """
 
     def __init__(
-        self, class_frequencies: Sequence[float] | None = None, gamma: float = 2.0, ignore_index: int = 255
+        self, class_frequencies: Sequence[float] | None = None, gamma: float = 2.0, ignore_index: int = IGNORE_INDEX
     ) -> None:
         super().__init__()
         if gamma < 0:
@@ -163,7 +165,7 @@ class DiceLoss(_CheckedMulticlass, smp_losses.DiceLoss):
         smooth: float = 0.0,
         eps: float = 1e-7,
         log_loss: bool = False,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__(
             mode="multiclass",
@@ -203,7 +205,7 @@ class TverskyLoss(_CheckedMulticlass, smp_losses.TverskyLoss):
         smooth: float = 0.0,
         eps: float = 1e-7,
         log_loss: bool = False,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         if alpha < 0 or beta < 0:
             raise ValueError(f"TverskyLoss: alpha and beta must be >= 0, got {alpha} and {beta}")
@@ -233,7 +235,7 @@ class LovaszLoss(_CheckedMulticlass, smp_losses.LovaszLoss):
         ignore_index: label of pixels that take no part in the loss.
     """
 
-    def __init__(self, class_frequencies: Sequence[float] | None = None, ignore_index: int = 255) -> None:
+    def __init__(self, class_frequencies: Sequence[float] | None = None, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__(mode="multiclass", per_image=False, ignore_index=ignore_index)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

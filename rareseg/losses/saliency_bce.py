@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rareseg.core.conventions import IGNORE_INDEX
+
 __all__ = ["SaliencyBCELoss"]
 
 
@@ -40,7 +42,7 @@ class SaliencyBCELoss(nn.Module):
     def __init__(
         self,
         rare_classes: Sequence[int],
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         pos_weight: float | Sequence[float] | None = None,
     ) -> None:
         super().__init__()

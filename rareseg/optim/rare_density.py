@@ -14,8 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from rareseg.core.conventions import IGNORE_INDEX
 
-def rare_pixel_counts(target: Tensor, rare_classes: Sequence[int], ignore_index: int = 255) -> Tensor:
+
+def rare_pixel_counts(target: Tensor, rare_classes: Sequence[int], ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Rare and valid pixel counts of a label batch.
 
     Args:
@@ -42,7 +44,7 @@ def rare_pixel_counts(target: Tensor, rare_classes: Sequence[int], ignore_index:
     return torch.stack([rare, valid]).to(torch.int64)
 
 
-def rare_pixel_fraction(target: Tensor, rare_classes: Sequence[int], ignore_index: int = 255) -> Tensor:
+def rare_pixel_fraction(target: Tensor, rare_classes: Sequence[int], ignore_index: int = IGNORE_INDEX) -> Tensor:
     """``p_r = rare_count / valid_count`` of one process's batch (see :func:`rare_pixel_counts`).
 
     Args:

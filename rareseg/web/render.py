@@ -41,15 +41,18 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 from scipy import ndimage
 
-from rareseg.inference import areas_hectares, override_rare_classes, topk_level
+from rareseg.core.conventions import IGNORE_INDEX
+from rareseg.inference.decisions import override_rare_classes, topk_level
 from rareseg.inference.rasters import (
     BLOCK,
+    PROBABILITY_SCALE,
+    TOPK_COLORMAP,
     build_overviews,
     output_profile,
     write_mask_preview,
     write_probability_preview,
 )
-from rareseg.inference.scene import NODATA, PROBABILITY_SCALE
+from rareseg.inference.summary import areas_hectares
 from rareseg.web.options import RenderOptions
 
 #: Threshold of the network run: only probability 1 overrides the argmax, where the class already is the argmax.
@@ -87,7 +90,7 @@ def _percent_histogram(
     histogram = np.zeros(PERCENT_LEVELS, dtype=np.int64)
     for row in _rows(prob_src.height):
         window = Window(0, row, prob_src.width, min(BLOCK, prob_src.height - row))
-        valid = valid_of.read(1, window=window) != NODATA
+        valid = valid_of.read(1, window=window) != IGNORE_INDEX
         score = prob_src.read(bands, window=window).max(axis=0)
         histogram += np.bincount(score[valid], minlength=PERCENT_LEVELS)
     return histogram
@@ -143,26 +146,30 @@ def _write_rasters(
         reuse_topk = set(options.rare_classes) == set(band_of) and options.topk == network_topk["percent"]
         level = None if reuse_topk else topk_level(_percent_histogram(prob_src, bands, argmax_src), options.topk)
         mask_dst = stack.enter_context(
-            rasterio.open(staging / "mask.tif", "w", **output_profile(argmax_src, 1, "uint8", NODATA))
+            rasterio.open(staging / "mask.tif", "w", **output_profile(argmax_src, 1, "uint8", IGNORE_INDEX))
         )
         prob_dst = stack.enter_context(
-            rasterio.open(staging / "rare_prob.tif", "w", **output_profile(argmax_src, len(bands), "uint8", NODATA))
+            rasterio.open(
+                staging / "rare_prob.tif", "w", **output_profile(argmax_src, len(bands), "uint8", IGNORE_INDEX)
+            )
         )
         _copy_metadata(argmax_src, prob_src, bands, options, mask_dst, prob_dst)
         topk_dst = None
         if not reuse_topk:
             topk_dst = stack.enter_context(
-                rasterio.open(staging / "saliency_topk.tif", "w", **output_profile(argmax_src, 1, "uint8", NODATA))
+                rasterio.open(
+                    staging / "saliency_topk.tif", "w", **output_profile(argmax_src, 1, "uint8", IGNORE_INDEX)
+                )
             )
             topk_dst.set_band_description(1, "top-k salient")
-            topk_dst.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 215, 0, 255), NODATA: (0, 0, 0, 0)})
+            topk_dst.write_colormap(1, TOPK_COLORMAP)
         for row in _rows(argmax_src.height):
             window = Window(0, row, argmax_src.width, min(BLOCK, argmax_src.height - row))
             argmax = argmax_src.read(1, window=window)
             percent = prob_src.read(bands, window=window)
-            valid = argmax != NODATA
+            valid = argmax != IGNORE_INDEX
             classes = override_rare_classes(argmax, percent / 100.0, options.rare_classes, options.thresholds)
-            mask = np.where(valid, classes, NODATA).astype(np.uint8)
+            mask = np.where(valid, classes, IGNORE_INDEX).astype(np.uint8)
             counts += np.bincount(mask[valid], minlength=num_classes)
             mask_dst.write(mask, 1, window=window)
             prob_dst.write(percent, window=window)
@@ -170,7 +177,7 @@ def _write_rasters(
                 # level is None only when no pixel is valid, and then nothing is selected
                 top = valid & (percent.max(axis=0) >= (level or 0))
                 selected += int(np.count_nonzero(top))
-                topk_dst.write(np.where(valid, top, NODATA).astype(np.uint8), 1, window=window)
+                topk_dst.write(np.where(valid, top, IGNORE_INDEX).astype(np.uint8), 1, window=window)
         colours = [argmax_src.colormap(1)[c][:3] for c in range(num_classes)]
     if reuse_topk:
         shutil.copyfile(network_dir / "saliency_topk.tif", staging / "saliency_topk.tif")

@@ -13,8 +13,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from rareseg.callbacks import RareClassMetrics, per_class_scores, summary_scores
-from rareseg.callbacks.rare_class_metrics import DEFAULT_PALETTE, colorize, stretch_to_rgb
+from rareseg.callbacks import RareClassMetrics
+from rareseg.core.conventions import DEFAULT_PALETTE
 from tests.ddp import CloseProcessGroupAtExit
 
 NAMES = ["cropland", "forest", "water", "wetland"]
@@ -188,39 +188,6 @@ def test_figures_reach_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert sorted(by_name) == ["confusion_matrix", "samples"]
     # 2 samples x (image, truth, prediction, saliency) panels of 2.6 in at 100 dpi, plus a 0.6 in legend
     assert matplotlib.image.imread(by_name["samples"]).shape[:2] == (580, 1040)
-
-
-def test_pure_scores_hand_case() -> None:
-    matrix = np.array([[5, 1, 0], [2, 2, 0], [0, 0, 0]])
-    scores = per_class_scores(matrix)
-    np.testing.assert_allclose(scores["recall"][:2], [5 / 6, 2 / 4])
-    np.testing.assert_allclose(scores["precision"][:2], [5 / 7, 2 / 3])
-    np.testing.assert_allclose(scores["iou"][:2], [5 / 8, 2 / 5])
-    np.testing.assert_allclose(scores["f1"][:2], [10 / 13, 4 / 7])
-    assert np.isnan(scores["iou"][2]) and np.isnan(scores["recall"][2])
-    summary = summary_scores(matrix, rare_classes=[1, 2])
-    assert summary["rare_recall"] == pytest.approx(0.5)
-    assert summary["miou"] == pytest.approx((5 / 8 + 2 / 5) / 2)
-    assert summary["majority_precision"] == pytest.approx(5 / 7)
-    assert math.isnan(summary_scores(matrix, rare_classes=[2])["rare_iou"])
-
-
-def test_stretch_to_rgb_uses_band_percentiles() -> None:
-    image = np.stack([np.arange(100.0).reshape(10, 10), np.full((10, 10), 3.0), -np.arange(100.0).reshape(10, 10)])
-    rgb = stretch_to_rgb(image)
-    assert rgb.shape == (10, 10, 3)
-    lo, hi = np.percentile(np.arange(100.0), [2, 98])
-    np.testing.assert_allclose(rgb[..., 0], np.clip((image[0] - lo) / (hi - lo), 0, 1))
-    assert (rgb[..., 1] == 0).all()
-    np.testing.assert_allclose(rgb[..., 2], rgb[..., 0][::-1, ::-1])
-    grey = stretch_to_rgb(image[:1])
-    np.testing.assert_array_equal(grey[..., 0], grey[..., 2])
-
-
-def test_colorize() -> None:
-    palette = np.array([[10, 20, 30], [40, 50, 60]], dtype=np.uint8)
-    out = colorize(np.array([[0, 1], [255, 1]]), palette)
-    np.testing.assert_array_equal(out, [[[10, 20, 30], [40, 50, 60]], [[0, 0, 0], [40, 50, 60]]])
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from rareseg.callbacks import CHECKPOINT_KEY, ThresholdCalibrator, best_f1_threshold
-from rareseg.callbacks.threshold_calibrator import probability_histograms, threshold_grid
+from rareseg.callbacks import ThresholdCalibrator
+from rareseg.core.conventions import THRESHOLDS_KEY
+from rareseg.evaluation.scores import ProbabilityHistogram, precision_recall_curve
 from tests.ddp import CloseProcessGroupAtExit
 
 IGNORE = 255
@@ -54,7 +55,7 @@ def _brute_force(class_id: int, num_bins: int) -> tuple[float, float]:
     p = probs[:, class_id][valid]
     truth = target[valid] == class_id
     best = (-1.0, None)
-    for t in np.linspace(0, 1, num_bins, dtype=np.float32):
+    for t in (np.arange(num_bins) / num_bins).astype(np.float32):  # the lower bin edges b / n
         predicted = p >= t
         tp = np.sum(predicted & truth)
         f1 = 2 * tp / (2 * tp + np.sum(predicted & ~truth) + np.sum(~predicted & truth))
@@ -63,7 +64,7 @@ def _brute_force(class_id: int, num_bins: int) -> tuple[float, float]:
     return best[1], best[0]
 
 
-@pytest.mark.parametrize("num_bins", [101, 7])
+@pytest.mark.parametrize("num_bins", [100, 7])
 def test_fit_picks_the_f1_optimal_threshold_and_checkpoints_it(tmp_path: Path, num_bins: int) -> None:
     calibrator = ThresholdCalibrator(
         rare_classes=["water", "wetland"], class_names=["land", "water", "wetland"], num_bins=num_bins
@@ -86,7 +87,7 @@ def test_fit_picks_the_f1_optimal_threshold_and_checkpoints_it(tmp_path: Path, n
     assert trainer.callback_metrics["val/threshold/wetland"].item() == pytest.approx(expected[2][0])
 
     saved = torch.load(checkpoint.best_model_path, weights_only=False)
-    assert saved[CHECKPOINT_KEY] == calibrator.thresholds
+    assert saved[THRESHOLDS_KEY] == calibrator.thresholds
     assert saved["callbacks"][calibrator.state_key] == {"thresholds": calibrator.thresholds}
     restored = ThresholdCalibrator(rare_classes=[1, 2])
     restored.load_state_dict(saved["callbacks"][calibrator.state_key])
@@ -110,28 +111,24 @@ def test_two_process_ddp_calibrates_on_the_whole_validation_set(tmp_path: Path) 
     trainer.validate(FixedProbabilities(), dataloaders=loader, verbose=False)
     # each rank saw half of the tiles; the thresholds come from the histograms summed over ranks
     for class_id, name in ((1, "water"), (2, "wetland")):
-        assert trainer.callback_metrics[f"val/threshold/{name}"].item() == pytest.approx(_brute_force(class_id, 101)[0])
+        assert trainer.callback_metrics[f"val/threshold/{name}"].item() == pytest.approx(_brute_force(class_id, 100)[0])
 
 
-def test_best_f1_threshold_hand_case() -> None:
-    thresholds = np.array([0.0, 0.5, 1.0])
-    # 4 positives: 1 in bin 0, 3 in bin 1; negatives: 10 in bin 0, 1 in bin 1
-    # t=0: TP 4 FP 11 -> 8/19; t=0.5: TP 3 FP 1 FN 1 -> 6/8; t=1: TP 0 -> 0
-    threshold, f1 = best_f1_threshold(np.array([10, 1, 0]), np.array([1, 3, 0]), thresholds)
-    assert threshold == 0.5
-    assert f1 == pytest.approx(0.75)
-    assert np.isnan(best_f1_threshold(np.array([3, 0, 0]), np.zeros(3), thresholds)[0])
-
-
-def test_probability_histograms_bins_by_threshold() -> None:
-    grid = threshold_grid(5)
-    probs = torch.tensor([[0.0, 0.24, 0.25, 0.99, 1.0], [0.5, 0.5, 0.74, 0.1, 0.3]])
-    positive = torch.tensor([[True, False, True, True, False], [False, True, True, False, False]])
-    counts = probability_histograms(probs, positive, grid)
-    assert counts.tolist() == [
-        [[1, 0, 0, 0, 1], [1, 1, 0, 1, 0]],
-        [[1, 1, 1, 0, 0], [0, 0, 2, 0, 0]],
-    ]
+def test_calibrated_threshold_is_the_f1_optimum_of_the_evaluation_pr_curve(tmp_path: Path) -> None:
+    """ThresholdCalibrator and rareseg evaluate bin the same pixels alike: one convention, one F1 routine."""
+    calibrator = ThresholdCalibrator(rare_classes=[1, 2], num_bins=20)
+    trainer = Trainer(
+        accelerator="cpu", callbacks=[calibrator], logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.validate(FixedProbabilities(), dataloaders=_loader(), verbose=False)
+    probs, target = (t.numpy() for t in _batches())
+    valid = target != IGNORE
+    for class_id in (1, 2):
+        histogram = ProbabilityHistogram.empty(20)
+        histogram.update(probs[:, class_id][valid], target[valid] == class_id)
+        curve = precision_recall_curve(histogram)
+        best = int(np.nanargmax(curve["f1"]))
+        assert calibrator.thresholds[class_id] == pytest.approx(curve["thresholds"][best])
 
 
 def test_class_without_positives_is_left_out(tmp_path: Path) -> None:

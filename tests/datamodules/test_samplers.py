@@ -346,7 +346,7 @@ def test_datamodule_builds_the_named_sampler_and_exposes_it(synth_root) -> None:
     sources = dm.saliency_sources()
     assert [s[0] for s in sources] == dm.split_scenes["train"] == sorted(dm.sampler.all_scene_ids)
     assert all(Path(s[1]).is_file() for s in sources)
-    assert sources[0][2] == dm.band_mean and sources[0][3] == dm.band_std
+    assert [s[1] for s in sources] == [scene.image for scene in dm.scenes_of("train")] and len(sources[0]) == 2
 
 
 def test_rare_sampler_respects_the_block_split_roi(synth_copy) -> None:

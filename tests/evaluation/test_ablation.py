@@ -230,8 +230,14 @@ def test_train_row_runs_the_full_method_on_a_tiny_budget_and_evaluate_agrees(syn
     assert result["per_class"]["water"]["recall"] == pytest.approx(recall[4], nan_ok=True)
     assert result["summary"]["rare_recall"] == pytest.approx(np.nanmean(recall[4:]), nan_ok=True)
     assert result["train_seconds"] > 0
-    # rareseg evaluate on the same checkpoint reproduces the Lightning test pass pixel for pixel
+    # rareseg evaluate's argmax on the test pass's grid (64 px tiles, no overlap) reproduces it pixel for pixel
     scores = evaluate(
-        tmp_path / "run" / "checkpoints" / "best.ckpt", synth_root, "test", patch_size=64, device="cpu", progress=False
+        tmp_path / "run" / "checkpoints" / "best.ckpt",
+        synth_root,
+        "test",
+        tile=64,
+        overlap=0,
+        device="cpu",
+        progress=False,
     )
-    assert scores["confusion_matrix"] == result["confusion_matrix"]
+    assert scores["argmax"]["confusion_matrix"] == result["confusion_matrix"]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from rareseg.datamodules import DataError
-from rareseg.inference.predictor import DEFAULT_THRESHOLD, Predictor, load_predictor, resolve_device, resolve_precision
+from rareseg.inference.predictor import DEFAULT_THRESHOLD, Predictor, resolve_device, resolve_precision
 from tests.inference.helpers import BAND_MEAN, BAND_STD, CLASS_NAMES, ConstantNet, LocalNet, make_module
 
 
@@ -108,33 +106,3 @@ def test_bf16_autocast_stays_close_to_fp32() -> None:
 def test_cuda_without_cuda_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="CUDA is not available"):
         resolve_device("cuda")
-
-
-def test_load_predictor_rebuilds_the_trained_module(checkpoint_path: Path) -> None:
-    predictor = load_predictor(checkpoint_path, device="cpu")
-    checkpoint = torch.load(checkpoint_path, weights_only=False)
-    assert predictor.thresholds == {5: 0.3}
-    assert predictor.checkpoint == checkpoint_path
-    assert predictor.class_names == tuple(checkpoint["hyper_parameters"]["class_names"])
-    np.testing.assert_allclose(predictor.band_mean, checkpoint["hyper_parameters"]["band_mean"], rtol=1e-6)
-    state = predictor.model.state_dict()
-    for name, value in checkpoint["state_dict"].items():
-        torch.testing.assert_close(state[name], value)
-
-
-def test_load_predictor_bad_files(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="checkpoint not found"):
-        load_predictor(tmp_path / "missing.ckpt")
-    garbage = tmp_path / "garbage.ckpt"
-    garbage.write_text("not a checkpoint")
-    with pytest.raises(DataError, match="garbage.ckpt: not a readable checkpoint"):
-        load_predictor(garbage)
-    plain = tmp_path / "weights.pt"
-    torch.save({"weight": torch.zeros(2)}, plain)
-    with pytest.raises(DataError, match="not a Lightning checkpoint of a RareSegModule"):
-        load_predictor(plain)
-
-
-def test_load_predictor_reports_weights_that_do_not_fit(checkpoint_path: Path) -> None:
-    with pytest.raises(DataError, match="the weights do not fit the network"):
-        load_predictor(checkpoint_path, device="cpu", net=LocalNet())
