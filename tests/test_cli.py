@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rareseg.cli import main, run_cli
+from rareseg.cli import main
+from rareseg.training import run_cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -164,7 +164,7 @@ def train_row(row: AblationRow, seed: int, budget: Path, workdir: Path, config_d
         :func:`rareseg.core.scores.summary_scores`), ``per_class`` (IoU/recall/precision/F1 per class
         name), ``confusion_matrix`` and ``train_seconds``.
     """
-    from rareseg.cli import run_cli
+    from rareseg.training import run_cli
 
     args = [
         "fit",
