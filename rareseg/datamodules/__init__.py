@@ -1,6 +1,7 @@
 """LISS-IV data: dataset-root contract, TorchGeo datasets, statistics and the datamodule."""
 
 from rareseg.datamodules.datasets import LissIVImage, LissIVMask
+from rareseg.datamodules.footprints import SceneFootprint, scene_footprints
 from rareseg.datamodules.liss4 import LissIVDataModule, split_scenes
 from rareseg.datamodules.predict_scenes import (
     SceneDescriptor,
@@ -9,16 +10,8 @@ from rareseg.datamodules.predict_scenes import (
     resolve_predict_inputs,
     single_scene,
 )
-from rareseg.datamodules.samplers import (
-    RareClassGeoSampler,
-    RareClassIndex,
-    SaliencyGuidedGeoSampler,
-    SceneFootprint,
-    cell_class_counts,
-    rare_class_probabilities,
-    scene_footprints,
-    top_saliency_cells,
-)
+from rareseg.datamodules.rare_index import RareClassIndex, cell_class_counts, rare_class_probabilities
+from rareseg.datamodules.samplers import RareClassGeoSampler, SaliencyGuidedGeoSampler, top_saliency_cells
 from rareseg.datamodules.scenes import ClassTable, DataError, Scene, scan_root
 from rareseg.datamodules.stats import DatasetStats, compute_stats, load_or_compute_stats
 
