@@ -16,7 +16,7 @@ what is read from it.
 
 from rareseg.core.lazy import lazy_exports
 
-EXPORTS = {
+LAZY_EXPORTS = {
     "DEFAULT_PALETTE": "rareseg.core.conventions",
     "IGNORE_INDEX": "rareseg.core.conventions",
     "THRESHOLDS_KEY": "rareseg.core.conventions",
@@ -32,5 +32,5 @@ EXPORTS = {
     "per_class_scores": "rareseg.core.scores",
     "summary_scores": "rareseg.core.scores",
 }
-__all__ = sorted(EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)
+__all__ = sorted(LAZY_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, LAZY_EXPORTS)

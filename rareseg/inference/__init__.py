@@ -19,7 +19,7 @@ task, so the task can use the pass while ``checkpoint`` (which rebuilds the task
 
 from rareseg.core.lazy import lazy_exports
 
-EXPORTS = {
+LAZY_EXPORTS = {
     "load_module": "rareseg.inference.checkpoint",
     "load_predictor": "rareseg.inference.checkpoint",
     "read_checkpoint": "rareseg.inference.checkpoint",
@@ -60,5 +60,5 @@ EXPORTS = {
     "tile_origins": "rareseg.inference.tiling",
     "ScenePredictionWriter": "rareseg.inference.writer",
 }
-__all__ = sorted(EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)
+__all__ = sorted(LAZY_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, LAZY_EXPORTS)
