@@ -78,8 +78,8 @@ class Babysitter(Callback):
             monitor: val/rare_recall
             guard: val/majority_precision
             knobs:
-              - {class_path: rareseg.callbacks.Knob, init_args: {path: criterion.lam, factor: 2.0, max: 1.0}}
-              - {class_path: rareseg.callbacks.Knob, init_args: {path: optimizer.lr, factor: 0.5, min: 1.0e-6}}
+              - {class_path: rareseg.callbacks.Knob, init_args: {path: criterion.lam, factor: 2.0, maximum: 1.0}}
+              - {class_path: rareseg.callbacks.Knob, init_args: {path: optimizer.lr, factor: 0.5, minimum: 1.0e-6}}
 
     Raises:
         ValueError: bad arguments (at construction).

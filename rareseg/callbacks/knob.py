@@ -10,10 +10,6 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-OPTIMIZER_PREFIX = "optimizer."
-DATAMODULE_PREFIX = "datamodule."
-
-
 class KnobPathError(ValueError):
     """A knob's path does not lead to a number.
 
@@ -73,15 +69,15 @@ class Knob:
 
     The value may be a Python number (written back as ``float``) or a one-element tensor (written
     in place, so buffers keep their device and registration). One turn multiplies by ``factor`` or
-    adds ``step`` and clamps the result to ``[min, max]``; when the path reaches several values
+    adds ``step`` and clamps the result to ``[minimum, maximum]``; when the path reaches several values
     (several param groups), each is turned on its own, so their ratios survive until a bound.
 
     Args:
         path: dotted path as above.
         factor: multiplier per turn, ``> 0`` and ``!= 1``; exclusive with ``step``.
         step: increment per turn, ``!= 0``; exclusive with ``factor``.
-        min: lower bound of the value, or ``None``.
-        max: upper bound of the value, or ``None``.
+        minimum: lower bound of the value, or ``None``.
+        maximum: upper bound of the value, or ``None``.
 
     Raises:
         ValueError: the path is malformed, both or neither of ``factor``/``step`` are given, or a
@@ -90,7 +86,7 @@ class Knob:
     Example (YAML, inside a ``Babysitter``'s ``knobs`` list)::
 
         - class_path: rareseg.callbacks.Knob
-          init_args: {path: criterion.lam, factor: 2.0, max: 1.0}
+          init_args: {path: criterion.lam, factor: 2.0, maximum: 1.0}
     """
 
     def __init__(
@@ -98,8 +94,8 @@ class Knob:
         path: str,
         factor: float | None = None,
         step: float | None = None,
-        min: float | None = None,
-        max: float | None = None,
+        minimum: float | None = None,
+        maximum: float | None = None,
     ) -> None:
         parts = path.split(".")
         if not path or any(not part for part in parts):
@@ -114,17 +110,17 @@ class Knob:
             raise ValueError(f"Knob '{path}': factor must be a finite number > 0 and != 1, got {factor}")
         if step is not None and (not math.isfinite(step) or step == 0):
             raise ValueError(f"Knob '{path}': step must be a finite non-zero number, got {step}")
-        if min is not None and max is not None and min > max:
-            raise ValueError(f"Knob '{path}': min ({min}) is above max ({max})")
+        if minimum is not None and maximum is not None and minimum > maximum:
+            raise ValueError(f"Knob '{path}': minimum ({minimum}) is above maximum ({maximum})")
         self.path = path
         self.factor = factor
         self.step = step
-        self.min = min
-        self.max = max
+        self.minimum = minimum
+        self.maximum = maximum
 
     def __repr__(self) -> str:
         change = f"factor={self.factor}" if self.factor is not None else f"step={self.step}"
-        return f"Knob({self.path!r}, {change}, min={self.min}, max={self.max})"
+        return f"Knob({self.path!r}, {change}, minimum={self.minimum}, maximum={self.maximum})"
 
     @property
     def scope(self) -> str:
@@ -162,12 +158,12 @@ class Knob:
 
     def set(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: float) -> None:
         """Write ``value``, clamped to the bounds, to every slot."""
-        clamped = clamp_value(value, self.min, self.max)
+        clamped = clamp_value(value, self.minimum, self.maximum)
         self.write(trainer, pl_module, [clamped] * len(self._slots(trainer, pl_module)))
 
     def turned(self, values: Sequence[float]) -> list[float]:
         """The values one turn would produce from ``values`` (nothing is written)."""
-        return [turn_value(value, self.factor, self.step, self.min, self.max) for value in values]
+        return [turn_value(value, self.factor, self.step, self.minimum, self.maximum) for value in values]
 
     def turn(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[float, float]:
         """Turn the knob once.

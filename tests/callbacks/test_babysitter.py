@@ -82,7 +82,7 @@ def test_plateau_turns_knobs_round_robin_within_bounds(tmp_path: Path) -> None:
     # best 0.5 at epoch 0; plateau -> turn after epochs 2, 5, 8 (patience 2, one cooldown epoch)
     module = ScriptedRegression(scores=[0.5] * 10, guards=[0.9] * 10)
     babysitter = Babysitter(
-        knobs=[Knob("gain", factor=2.0, max=2.0), Knob("optimizer.lr", factor=0.5, min=0.03)],
+        knobs=[Knob("gain", factor=2.0, maximum=2.0), Knob("optimizer.lr", factor=0.5, minimum=0.03)],
         monitor="val/score",
         guard="val/guard",
         patience=2,
@@ -165,7 +165,7 @@ def test_resume_continues_the_same_schedule(tmp_path: Path) -> None:
     scores, guards = [0.5] * 8, [0.9] * 8
 
     def make() -> tuple[ScriptedRegression, Babysitter, History]:
-        knob = Knob("gain", factor=2.0, max=8.0)
+        knob = Knob("gain", factor=2.0, maximum=8.0)
         babysitter = Babysitter(knobs=[knob], monitor="val/score", guard="val/guard")
         return ScriptedRegression(scores, guards), babysitter, History()
 

@@ -46,7 +46,7 @@ def test_turn_value_multiplies_or_adds_then_clamps() -> None:
         ({"path": "criterion.lam", "factor": 1.0}, "factor must be"),
         ({"path": "criterion.lam", "factor": -2.0}, "factor must be"),
         ({"path": "criterion.lam", "step": 0.0}, "step must be"),
-        ({"path": "criterion.lam", "factor": 2.0, "min": 1.0, "max": 0.5}, "min \\(1.0\\) is above max"),
+        ({"path": "criterion.lam", "factor": 2.0, "minimum": 1.0, "maximum": 0.5}, "minimum \\(1.0\\) is above maximum"),
         ({"path": "criterion..lam", "factor": 2.0}, "dotted attribute names"),
         ({"path": "optimizer", "factor": 2.0}, "needs a key"),
         ({"path": "optimizer.lr.x", "factor": 2.0}, "one param-group key"),
@@ -59,14 +59,14 @@ def test_bad_arguments_fail_at_construction(kwargs: dict, message: str) -> None:
 
 def test_module_attribute_and_tensor_buffer() -> None:
     module = Module()
-    lam = Knob("criterion.lam", factor=2.0, max=1.5)
+    lam = Knob("criterion.lam", factor=2.0, maximum=1.5)
     assert lam.scope == "module"
     assert lam.turn(_trainer(), module) == (0.5, 1.0)
     assert lam.turn(_trainer(), module) == (1.0, 1.5)
     assert lam.turn(_trainer(), module) == (1.5, 1.5)
     assert module.criterion.lam == 1.5
 
-    kappa = Knob("criterion.kappa", step=-0.75, min=0.0)
+    kappa = Knob("criterion.kappa", step=-0.75, minimum=0.0)
     buffer = module.criterion.kappa
     assert kappa.turn(_trainer(), module) == (2.0, 1.25)
     assert module.criterion.kappa is buffer
@@ -81,7 +81,7 @@ def test_optimizer_knob_turns_every_group_and_keeps_ratios() -> None:
     first = torch.optim.SGD(groups)
     second = torch.optim.SGD([module.criterion.kappa], lr=0.2)
     trainer = _trainer([first, second])
-    knob = Knob("optimizer.lr", factor=0.5, min=0.004)
+    knob = Knob("optimizer.lr", factor=0.5, minimum=0.004)
     assert knob.scope == "optimizer"
     assert knob.read(trainer, module) == [0.1, 0.01, 0.2]
     assert knob.turn(trainer, module) == (0.1, 0.05)
@@ -96,7 +96,7 @@ def test_optimizer_knob_turns_every_group_and_keeps_ratios() -> None:
 
 def test_datamodule_knob() -> None:
     datamodule = SimpleNamespace(sampler=SimpleNamespace(salient_fraction=0.5))
-    knob = Knob("datamodule.sampler.salient_fraction", step=0.25, max=0.9)
+    knob = Knob("datamodule.sampler.salient_fraction", step=0.25, maximum=0.9)
     assert knob.scope == "datamodule"
     assert knob.turn(_trainer(datamodule=datamodule), Module()) == (0.5, 0.75)
     assert knob.turn(_trainer(datamodule=datamodule), Module()) == (0.75, 0.9)
@@ -141,15 +141,15 @@ babysitter:
   patience: 3
   knobs:
     - class_path: rareseg.callbacks.Knob
-      init_args: {path: criterion.lam, factor: 2.0, max: 1.0}
+      init_args: {path: criterion.lam, factor: 2.0, maximum: 1.0}
     - class_path: rareseg.callbacks.Knob
-      init_args: {path: optimizer.lr, factor: 0.5, min: 1.0e-5}
+      init_args: {path: optimizer.lr, factor: 0.5, minimum: 1.0e-5}
 """
     )
     babysitter = parser.instantiate(config).babysitter
     assert isinstance(babysitter, Babysitter)
     assert babysitter.patience == 3
-    assert [(k.path, k.factor, k.step, k.min, k.max) for k in babysitter.knobs] == [
+    assert [(k.path, k.factor, k.step, k.minimum, k.maximum) for k in babysitter.knobs] == [
         ("criterion.lam", 2.0, None, None, 1.0),
         ("optimizer.lr", 0.5, None, 1e-5, None),
     ]
