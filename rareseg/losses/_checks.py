@@ -44,7 +44,15 @@ def frequency_tensor(class_frequencies: Sequence[float] | None, owner: str) -> t
 def check_logits_target(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: int, num_classes: int | None = None
 ) -> None:
-    """Check a ``(B, K, H, W)`` logit / ``(B, H, W)`` label pair before a loss uses it.
+    """Check a ``(B, K, H, W)`` logit / ``(B, H, W)`` label pair before a loss uses it, without a device sync.
+
+    Shapes, dtypes and the class count are tensor metadata, checked on every call. Class ids are
+    values: reading them on the host would wait for an accelerator twice per CASM step, so they
+    are checked here only for CPU tensors (where nothing waits). On an accelerator the guarantee
+    comes from the data -- ``LissIVDataModule`` rejects masks with an id outside ``classes.yaml``
+    at construction -- and from torch's own device-side asserts in ``one_hot``/``cross_entropy``.
+    Non-finite losses are not checked here either: ``NonFiniteGuard`` watches every loss before
+    its backward pass and drops the step.
 
     Args:
         logits: ``(B, K, H, W)`` floating-point class scores.
@@ -53,7 +61,7 @@ def check_logits_target(
         num_classes: ``K`` the loss was configured for (from its class frequencies), if any.
 
     Raises:
-        ValueError: on a shape, dtype or class-count mismatch, or a class id outside ``[0, K)``.
+        ValueError: on a shape, dtype or class-count mismatch, or (CPU tensors) a class id outside ``[0, K)``.
     """
     if logits.ndim != 4 or target.ndim != 3:
         raise ValueError(
@@ -68,6 +76,8 @@ def check_logits_target(
     classes = logits.shape[1]
     if num_classes is not None and classes != num_classes:
         raise ValueError(f"logits have {classes} classes but class_frequencies has {num_classes} entries")
+    if target.device.type != "cpu":
+        return
     bad = (target != ignore_index) & ((target < 0) | (target >= classes))
     if bad.any():
         raise ValueError(

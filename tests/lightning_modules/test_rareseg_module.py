@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -198,3 +198,42 @@ def test_ddp_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path)
     assert ddp_trainer.callback_metrics["train/p_r"].item() == pytest.approx(p_r_single, rel=1e-6)
     for (name, a), b in zip(single.state_dict().items(), ddp.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+class NaNImage(FixedBatches):
+    """FixedBatches whose sample ``nan_index`` has a NaN pixel: its batch's loss is NaN."""
+
+    def __init__(self, nan_index: int) -> None:
+        super().__init__()
+        self.images[nan_index, :, 5, 5] = float("nan")
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "casm"])
+def test_nan_loss_is_caught_by_the_guard_not_by_a_check_in_the_loss(tmp_path: Path, optimizer: str) -> None:
+    """The losses check nothing per step on the device; a NaN loss still leaves the weights as they were."""
+    from rareseg.callbacks import NonFiniteGuard
+    from rareseg.losses import ARBTLoss
+
+    data = FixedData(batch_size=2)
+    data.dataset = NaNImage(nan_index=2)  # batch 1 (samples 2, 3)
+    torch.manual_seed(0)
+    module = RareSegModule(
+        net=TinyNet(norm="group"),  # no running statistics for the NaN batch to poison
+        loss=ARBTLoss(class_frequencies=[0.6, 0.3, 0.1]),
+        optimizer=optimizer,
+        base_optimizer=partial(torch.optim.AdamW, lr=1e-2),
+        num_classes=3,
+        rare_classes=(2,),
+    )
+    snapshots = []
+
+    class Snapshots(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            snapshots.append([p.detach().clone() for p in pl_module.parameters()])
+
+    guard = NonFiniteGuard(max_consecutive=3)
+    _trainer(tmp_path, max_epochs=1, callbacks=[guard, Snapshots()]).fit(module, datamodule=data)
+    assert guard.skipped == 1 and len(snapshots) == 4
+    assert all(torch.equal(a, b) for a, b in zip(snapshots[0], snapshots[1]))  # the NaN batch changed nothing
+    assert not all(torch.equal(a, b) for a, b in zip(snapshots[1], snapshots[2]))  # the next one trains
+    assert all(torch.isfinite(p).all() for p in module.parameters())

@@ -19,7 +19,7 @@ FREQS = [0.5, 0.3, 0.15, 0.05, 0.0]
 
 
 def reference_arbt(logits, target, freqs, eta, delta, lam, gamma, eps, alpha_on):
-    """The ARBT formula of DESIGN.md, written with explicit float64 loops."""
+    """The ARBT formula as rareseg.losses.ARBTLoss (and arbt_loss) state it, written with explicit float64 loops."""
     logits = np.asarray(logits, dtype=np.float64)
     target = np.asarray(target)
     batch, classes, height, width = logits.shape
