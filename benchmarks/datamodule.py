@@ -93,8 +93,10 @@ def _sampler_rows(dm: LissIVDataModule, draws: int, repeats: int) -> tuple[list[
         "|---|---|",
         "| torchgeo RandomGeoSampler | 1.00 |",
         f"| RareClassGeoSampler | {random_s / _fastest(lambda: _draw_seconds(rare_sampler), repeats):.2f} |",
-        f"| SaliencyGuidedGeoSampler, before any map (rare fallback) | {random_s / _fastest(lambda: _draw_seconds(fallback), repeats):.2f} |",
-        f"| SaliencyGuidedGeoSampler, maps for every scene | {random_s / _fastest(lambda: _draw_seconds(guided), repeats):.2f} |",
+        "| SaliencyGuidedGeoSampler, before any map (rare fallback) | "
+        f"{random_s / _fastest(lambda: _draw_seconds(fallback), repeats):.2f} |",
+        "| SaliencyGuidedGeoSampler, maps for every scene | "
+        f"{random_s / _fastest(lambda: _draw_seconds(guided), repeats):.2f} |",
     ]
     return rows, build_s / random_s
 
@@ -132,22 +134,29 @@ def main() -> None:
         "| raw rasterio windowed read (image + mask) | 1.00 |",
         f"| LissIVDataModule train loader, random sampler (num_workers=0) | {raw_s / loader_s['random']:.2f} |",
         f"| LissIVDataModule train loader, rare-class sampler (num_workers=0) | {raw_s / loader_s['rare']:.2f} |",
-        f"| LissIVDataModule train loader, saliency sampler before maps (num_workers=0) | {raw_s / loader_s['saliency']:.2f} |",
+        "| LissIVDataModule train loader, saliency sampler before maps (num_workers=0) | "
+        f"{raw_s / loader_s['saliency']:.2f} |",
     ]
     record(
         "Datamodule: training loader vs raw rasterio reads",
         "\n".join(rows),
-        f"{args.crops} crops of {args.patch} px from 4 synthetic {args.scene_size} px scenes, one process, least of {args.repeats} interleaved timings. "
-        "Raw reads (of the random sampler's crops) are the floor; the loader adds torchgeo's index query, WarpedVRT merge and collation. "
-        "The samplers only choose where crops lie, so the three loader rows read the same amount; on a shared machine their spread "
+        f"{args.crops} crops of {args.patch} px from 4 synthetic {args.scene_size} px scenes, one process, least of "
+        f"{args.repeats} interleaved timings. "
+        "Raw reads (of the random sampler's crops) are the floor; the loader adds torchgeo's index query, WarpedVRT "
+        "merge and collation. "
+        "The samplers only choose where crops lie, so the three loader rows read the same amount; on a shared "
+        "machine their spread "
         "between runs (0.5-0.8 for the random row on 2 busy cores) is larger than the sampler's cost.",
     )
     record(
         "Samplers: queries drawn per second vs torchgeo RandomGeoSampler",
         "\n".join(sampler_rows),
-        f"{args.draws} queries of {args.patch} px per sampler over the training scenes of 4 synthetic {args.scene_size} px scenes, one process, "
-        "no crop reads (the loader table above shows the end-to-end cost). A rare draw reads one 32 x 32 px mask window; "
-        f"building the rare-class index (one windowed pass over the masks) took {build_ratio:.1f}x the time RandomGeoSampler needs for all its draws.",
+        f"{args.draws} queries of {args.patch} px per sampler over the training scenes of 4 synthetic "
+        f"{args.scene_size} px scenes, one process, "
+        "no crop reads (the loader table above shows the end-to-end cost). A rare draw reads one 32 x 32 px mask "
+        "window; "
+        f"building the rare-class index (one windowed pass over the masks) took {build_ratio:.1f}x the time "
+        "RandomGeoSampler needs for all its draws.",
     )
 
 

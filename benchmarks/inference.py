@@ -244,22 +244,28 @@ def main() -> None:
         else ""
     )
     table = [
-        "| scene (px) | tiles | pipeline MPix/s | bare forward MPix/s | pipeline / bare (median) | range over rounds | peak RSS (MiB) | RSS / smallest |",
+        "| scene (px) | tiles | pipeline MPix/s | bare forward MPix/s | pipeline / bare (median) | range over "
+        "rounds | peak RSS (MiB) | RSS / smallest |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for size, run in rows:
         mpix = size * size / 1e6
         table.append(
-            f"| {size}² | {run['tiles']} | {mpix / run['pipeline_s']:.3f} | {mpix / run['bare_s']:.3f} | {run['ratio']:.2f} | {run['ratio_min']:.2f}-{run['ratio_max']:.2f} "
+            f"| {size}² | {run['tiles']} | {mpix / run['pipeline_s']:.3f} | {mpix / run['bare_s']:.3f} | "
+            f"{run['ratio']:.2f} | {run['ratio_min']:.2f}-{run['ratio_max']:.2f} "
             f"| {run['peak_rss_mib']:.0f} | {run['peak_rss_mib'] / smallest_rss:.2f} |"
         )
     record(
         "Inference: whole-scene predict_scene vs bare model forward, peak memory by scene size",
         "\n".join(table),
-        f"SpatialAwareSegFormer mit_b0, decoder_channels={args.decoder_channels}, tile {args.tile}, overlap {args.overlap}, "
-        f"batch {args.batch_size}, device {rows[0][1]['device']}, {args.threads} torch thread(s), fp32; each size in a fresh process, "
-        f"{args.rounds} pipeline runs, each compared with the mean of the bare runs just before and after it (median ratio reported). "
-        "Pipeline = predict_scene end to end (read, normalise, forward, blend, decide, write mask/rare_prob/saliency_topk, "
+        f"SpatialAwareSegFormer mit_b0, decoder_channels={args.decoder_channels}, tile {args.tile}, overlap "
+        f"{args.overlap}, "
+        f"batch {args.batch_size}, device {rows[0][1]['device']}, {args.threads} torch thread(s), fp32; each size "
+        "in a fresh process, "
+        f"{args.rounds} pipeline runs, each compared with the mean of the bare runs just before and after it "
+        "(median ratio reported). "
+        "Pipeline = predict_scene end to end (read, normalise, forward, blend, decide, write "
+        "mask/rare_prob/saliency_topk, "
         "top-k pass, overviews, previews, summary); bare = model(batch) alone on the same batches. "
         "Targets: pipeline / bare >= 0.85; peak RSS growth < 1.3x from the smallest to the largest scene "
         "(accumulators hold one tile height of full-width rows, so memory grows with scene width only)." + bf16_note,

@@ -118,7 +118,8 @@ def main() -> None:
         f"Model: SpatialAwareSegFormer vs smp.Segformer ({args.encoder})",
         "\n".join(rows),
         f"Batch {args.batch_size}x{args.bands}x{args.size}x{args.size}, {args.num_classes} classes, rare "
-        f"{args.rare_classes}, decoder width {args.decoder_channels}, device {device.type}, {args.threads} CPU thread(s); ratios are medians "
+        f"{args.rare_classes}, decoder width {args.decoder_channels}, device {device.type}, {args.threads} CPU "
+        "thread(s); ratios are medians "
         f"over {args.repeats} interleaved rounds of within-round ratios, after {args.warmup} warm-up rounds. "
         "Forward in eval mode under inference_mode; fwd+bwd in train mode on the mean of every output head. "
         f"Saliency block cost (worse of the two ratios to the plain network): {saliency_cost:.3f}, "

@@ -138,7 +138,8 @@ def main() -> None:
         f"{args.size}x{args.size}, {args.num_classes} classes, cross-entropy, device {device.type}, {args.threads} CPU "
         f"thread(s). Ratios are medians over {args.repeats} interleaved rounds of within-round ratios, after "
         f"{args.warmup} warm-up rounds; the CASM step includes p_r from the labels. CASM / AdamW = {ratio:.3f}, "
-        f"target <= {CASM_BUDGET:.1f}: {verdict}. SAM's floor is about 2.0 (measured: the two-pass row, a little under 2 because the AdamW update runs once). Millisecond column (medians) is for scale only.",
+        f"target <= {CASM_BUDGET:.1f}: {verdict}. SAM's floor is about 2.0 (measured: the two-pass row, a little "
+        "under 2 because the AdamW update runs once). Millisecond column (medians) is for scale only.",
     )
 
 

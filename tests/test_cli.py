@@ -112,7 +112,10 @@ def test_wandb_offline_run_has_per_class_curves_knobs_and_panels(synth_root: Pat
 
 @pytest.mark.slow
 def test_fast_dev_run_of_the_console_command_on_the_embedded_data(tmp_path: Path) -> None:
-    """`rareseg fit --config configs/wetlands.yaml --trainer.fast_dev_run=true` in a fresh folder generates the data and exits 0."""
+    """`rareseg fit --config configs/wetlands.yaml --trainer.fast_dev_run=true` in a fresh folder.
+
+    It generates the data and exits 0.
+    """
     import os
     import subprocess
     import sys
@@ -150,7 +153,10 @@ def _predict_args(root: Path, checkpoint: Path | None, out: Path) -> list[str]:
 def test_fit_then_predict_writes_the_test_split_with_the_calibrated_thresholds(
     synth_root: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    """`rareseg fit` then `rareseg predict --ckpt_path best.ckpt` (the CLI restores hparams only from its own checkpoints)."""
+    """`rareseg fit` then `rareseg predict --ckpt_path best.ckpt`.
+
+    The CLI restores hparams only from its own checkpoints.
+    """
     from rareseg.inference import OUTPUTS
 
     monkeypatch.chdir(tmp_path)

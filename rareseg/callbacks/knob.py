@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+
 class KnobPathError(ValueError):
     """A knob's path does not lead to a number.
 

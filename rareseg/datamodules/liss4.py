@@ -170,12 +170,14 @@ class LissIVDataModule(GeoDataModule):
         if not self.root.exists():
             if not generate_if_missing:
                 raise DataError(
-                    f"{self.root}: dataset root does not exist (set generate_if_missing: true or run `rareseg synth --out {self.root}`)"
+                    f"{self.root}: dataset root does not exist (set generate_if_missing: true or run `rareseg synth "
+                    f"--out {self.root}`)"
                 )
             from rareseg.synth import generate_dataset
 
             rank_zero_info(
-                f"{self.root} does not exist: generating the synthetic LISS-IV data set ({synth_scenes} scenes of {synth_size} px)"
+                f"{self.root} does not exist: generating the synthetic LISS-IV data set ({synth_scenes} scenes of "
+                f"{synth_size} px)"
             )
             generate_dataset(self.root, num_scenes=synth_scenes, size=synth_size, seed=synth_seed)
         self.classes = ClassTable.load(self.root / "classes.yaml")
@@ -253,7 +255,9 @@ class LissIVDataModule(GeoDataModule):
 
     @property
     def sampler(self) -> GeoSampler | None:
-        """The training sampler (same object as ``train_sampler``), e.g. for the knob ``datamodule.sampler.salient_fraction``.
+        """The training sampler (same object as ``train_sampler``).
+
+        A knob reaches it as ``datamodule.sampler.salient_fraction``.
 
         The constructor's ``salient_fraction`` only sets the sampler's initial value.
         """
@@ -335,7 +339,8 @@ class LissIVDataModule(GeoDataModule):
             raise DataError("no scene to predict: the test split is empty (set data predict_inputs or test_scenes)")
         if scenes < processes:
             raise DataError(
-                f"{scenes} scene(s) to predict for {processes} processes: each process needs at least one, use at most {scenes} devices"
+                f"{scenes} scene(s) to predict for {processes} processes: each process needs at least one, use at "
+                f"most {scenes} devices"
             )
         return DataLoader(self.predict_dataset, batch_size=1, shuffle=False, collate_fn=single_scene)
 
@@ -372,7 +377,7 @@ class LissIVDataModule(GeoDataModule):
         )
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
-        """Normalise (and for training augment) a batch on the device; masks stay long; scene descriptors pass through."""
+        """Normalise (and for training augment) a batch on the device; masks stay long; scene descriptors pass."""
         if is_scene_descriptor(batch):
             return batch
         batch = super().on_after_batch_transfer(batch, dataloader_idx)

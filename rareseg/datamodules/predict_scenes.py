@@ -86,7 +86,8 @@ def resolve_predict_inputs(inputs: Sequence[str], bands: int) -> list[SceneDescr
                 if earlier["path"] == resolved:
                     continue
                 raise DataError(
-                    f"{path}: has the same scene name {path.stem!r} as {earlier['path']} (outputs go to one folder per name)"
+                    f"{path}: has the same scene name {path.stem!r} as {earlier['path']} (outputs go to one folder "
+                    "per name)"
                 )
             with open_geotiff(path) as src:
                 if src.count != bands:

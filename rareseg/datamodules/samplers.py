@@ -49,7 +49,8 @@ def _check_rare_arguments(
         raise ValueError("rare_classes is empty: name at least one rare class id")
     if any(not 0 <= c < len(class_frequencies) for c in rare_classes):
         raise ValueError(
-            f"rare_classes {list(rare_classes)} must be ids in 0..{len(class_frequencies) - 1} (the length of class_frequencies)"
+            f"rare_classes {list(rare_classes)} must be ids in 0..{len(class_frequencies) - 1} (the length of "
+            "class_frequencies)"
         )
     if any(not 0.0 <= f <= 1.0 for f in class_frequencies):
         raise ValueError(f"class_frequencies must lie in [0, 1], got {list(class_frequencies)}")
@@ -172,7 +173,8 @@ class RareClassGeoSampler(_FootprintSampler):
         super().__init__(dataset, size, length, units, roi, generator)
         if any(fp.mask_path is None for fp in self.footprints):
             raise ValueError(
-                f"RareClassGeoSampler needs masks: pass an IntersectionDataset of images and a mask RasterDataset, got {type(dataset).__name__}"
+                "RareClassGeoSampler needs masks: pass an IntersectionDataset of images and a mask RasterDataset, "
+                f"got {type(dataset).__name__}"
             )
         probabilities = rare_class_probabilities(class_frequencies, rare_classes, temperature)
         self.rare_index = RareClassIndex(self.footprints, rare_classes, probabilities, cell_size)
@@ -256,7 +258,8 @@ class SaliencyGuidedGeoSampler(_FootprintSampler):
         if fallback == "rare":
             if any(fp.mask_path is None for fp in self.footprints):
                 raise ValueError(
-                    f"fallback='rare' needs masks: pass an IntersectionDataset of images and a mask RasterDataset, got {type(dataset).__name__}"
+                    "fallback='rare' needs masks: pass an IntersectionDataset of images and a mask RasterDataset, "
+                    f"got {type(dataset).__name__}"
                 )
             probabilities = rare_class_probabilities(class_frequencies, rare_classes, temperature)
             self.rare_index = RareClassIndex(self.footprints, rare_classes, probabilities, cell_size)
@@ -300,12 +303,14 @@ class SaliencyGuidedGeoSampler(_FootprintSampler):
         transform = transform if isinstance(transform, Affine) else Affine(*transform[:6])
         if transform.b != 0 or transform.d != 0 or transform.a <= 0 or transform.e >= 0:
             raise ValueError(
-                f"saliency map of scene {scene_id!r} needs a north-up transform without rotation, got {tuple(transform)[:6]}"
+                f"saliency map of scene {scene_id!r} needs a north-up transform without rotation, got "
+                f"{tuple(transform)[:6]}"
             )
         boxes = {k: self._top_boxes(self.footprints[k], saliency, transform) for k in scenes}
         if scenes and all(b.size == 0 for b in boxes.values()):
             raise ValueError(
-                f"saliency map of scene {scene_id!r} has no finite cell inside the scene's footprint (check its transform)"
+                f"saliency map of scene {scene_id!r} has no finite cell inside the scene's footprint (check its "
+                "transform)"
             )
         self._maps[scene_id] = (saliency.copy(), transform)
         for k, scene_boxes in boxes.items():
@@ -315,7 +320,7 @@ class SaliencyGuidedGeoSampler(_FootprintSampler):
                 self._salient_boxes.pop(k, None)
 
     def _top_boxes(self, fp: SceneFootprint, saliency: np.ndarray, transform: Affine) -> np.ndarray:
-        """Pixel boxes ``(row0, row1, col0, col1)`` (floats, clipped to the footprint) of the top cells, shape (n, 4)."""
+        """Pixel boxes ``(row0, row1, col0, col1)`` (floats, clipped to the footprint) of the top cells: (n, 4)."""
         height, width = saliency.shape
         col_edges = (transform.c + transform.a * np.arange(width + 1) - fp.left) / fp.res[0]
         row_edges = (fp.top - transform.f - transform.e * np.arange(height + 1)) / fp.res[1]

@@ -45,7 +45,8 @@ class ClassTable:
         """Read and validate ``classes.yaml``."""
         if not path.is_file():
             raise DataError(
-                f"{path}: classes.yaml not found (the dataset root needs one: bands and classes with id, name, color, rare)"
+                f"{path}: classes.yaml not found (the dataset root needs one: bands and classes with id, name, "
+                "color, rare)"
             )
         try:
             doc = yaml.safe_load(path.read_text())
@@ -156,7 +157,8 @@ def scan_root(root: Path, classes: ClassTable, require_masks: bool = True) -> li
                     ):
                         raise DataError(
                             f"{mask_path}: grid differs from its image {image_path.name} "
-                            f"({msk.width}x{msk.height} {msk.crs} vs {img.width}x{img.height} {img.crs}, or a different transform)"
+                            f"({msk.width}x{msk.height} {msk.crs} vs {img.width}x{img.height} {img.crs}, or a "
+                            "different transform)"
                         )
             nodata = img.nodata if img.nodata is not None else 0
             scenes.append(Scene(image_path.stem, image_path, mask_path, img.height, img.width, float(nodata)))

@@ -253,7 +253,8 @@ def run_ablation(
                 )
                 write_atomically(path, (json.dumps(result, indent=2) + "\n").encode())
                 log(
-                    f"row {row.number} seed {seed}: rare IoU {result['summary']['rare_iou']:.4f} in {result['train_seconds']:.0f} s"
+                    f"row {row.number} seed {seed}: rare IoU {result['summary']['rare_iou']:.4f} in "
+                    f"{result['train_seconds']:.0f} s"
                 )
             results.append(result)
     return results

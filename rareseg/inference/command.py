@@ -15,7 +15,10 @@ from rareseg.inference.scene import check_options, predict_scene
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rareseg infer",
-        description="Predict a whole LISS-IV scene into mask.tif, rare_prob.tif, saliency_topk.tif, PNG previews and summary.json.",
+        description=(
+            "Predict a whole LISS-IV scene into mask.tif, rare_prob.tif, saliency_topk.tif, PNG previews and "
+            "summary.json."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="RareSegModule checkpoint (.ckpt)")
@@ -37,7 +40,10 @@ def _parser() -> argparse.ArgumentParser:
         "--threshold",
         type=float,
         default=None,
-        help="probability threshold for every selected rare class (default: the checkpoint's calibrated thresholds, else 0.5)",
+        help=(
+            "probability threshold for every selected rare class (default: the checkpoint's calibrated thresholds, "
+            "else 0.5)"
+        ),
     )
     parser.add_argument(
         "--rare-classes",
@@ -88,5 +94,6 @@ def infer_command(argv: Sequence[str]) -> None:
         )
     summary = result.summary
     print(
-        f"wrote {len(result.outputs)} files to {result.out_dir} ({summary['tiles']['predicted']} tiles, {summary['seconds']:.1f} s, {summary['megapixels_per_second']:.2f} MPix/s)"
+        f"wrote {len(result.outputs)} files to {result.out_dir} ({summary['tiles']['predicted']} tiles, "
+        f"{summary['seconds']:.1f} s, {summary['megapixels_per_second']:.2f} MPix/s)"
     )

@@ -1,4 +1,4 @@
-"""Output rasters of whole-scene prediction: the files, their description, block-aligned row writing, overviews, previews."""
+"""Output rasters of whole-scene prediction: the files, their description, row writing, overviews, previews."""
 
 from __future__ import annotations
 

@@ -354,7 +354,7 @@ def _prediction_pass(
     report: Callable[[float], None],
     cancelled: Callable[[], bool],
 ) -> tuple[_OutputRows, PassStats]:
-    """:func:`blend_scene` deciding each band of rows into ``mask.tif``, ``rare_prob.tif`` and the saliency scratch file."""
+    """:func:`blend_scene` deciding each band of rows into ``mask.tif``, ``rare_prob.tif`` and the saliency scratch."""
     saliency_channels = [predictor.rare_classes.index(c) for c in rare]
     with (
         rasterio.open(staging / "mask.tif", "w", **output_profile(src, 1, "uint8", IGNORE_INDEX)) as mask_dst,

@@ -328,6 +328,7 @@ def check_precision(precision: str) -> None:
     """
     if precision in {"16-mixed", "16"}:
         raise ValueError(
-            f"precision '{precision}' is not supported: the sharpness-aware step needs unscaled gradients in two passes "
+            f"precision '{precision}' is not supported: the sharpness-aware step needs unscaled gradients in two "
+            "passes "
             "(GradScaler allows one unscale per step); use 'bf16-mixed' or '32-true'"
         )

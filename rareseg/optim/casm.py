@@ -147,7 +147,8 @@ class CASM(torch.optim.Optimizer):
         is_class = isinstance(base_optimizer, type)
         if (is_class and not issubclass(base_optimizer, torch.optim.Optimizer)) or not callable(base_optimizer):
             raise TypeError(
-                f"CASM base_optimizer must be a torch.optim.Optimizer subclass or a callable returning one, got {base_optimizer!r}"
+                "CASM base_optimizer must be a torch.optim.Optimizer subclass or a callable returning one, got "
+                f"{base_optimizer!r}"
             )
         super().__init__(params, {"rho0": rho0, "kappa": kappa, "adaptive": bool(adaptive)})
         casm_defaults = dict(self.defaults)
@@ -295,7 +296,10 @@ class CASM(torch.optim.Optimizer):
         return loss
 
     def state_dict(self) -> dict[str, Any]:
-        """The base optimiser's state dict (moments, param groups with ``rho0``/``kappa``/``adaptive``) plus ``casm``."""
+        """The base optimiser's state dict (moments, param groups with ``rho0``/``kappa``/``adaptive``), plus ``casm``.
+
+        ``casm`` holds ``skipped_steps``.
+        """
         state = self.base_optimizer.state_dict()
         state["casm"] = {"skipped_steps": self.skipped_steps}
         return state

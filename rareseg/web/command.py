@@ -16,7 +16,10 @@ from rareseg.web.config import WebConfig
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rareseg serve",
-        description="Serve the web page: upload a LISS-IV scene, set options, see and download the mask and rare-class probabilities.",
+        description=(
+            "Serve the web page: upload a LISS-IV scene, set options, see and download the mask and rare-class "
+            "probabilities."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="RareSegModule checkpoint (.ckpt)")

@@ -278,7 +278,8 @@ class JobManager:
             self._finish(
                 job,
                 "failed",
-                f"{job.input_name}: raster read or write failed, the upload may be corrupt or truncated ({self._public_message(err, job)})",
+                f"{job.input_name}: raster read or write failed, the upload may be corrupt or truncated "
+                f"({self._public_message(err, job)})",
             )
         except Exception as err:  # a failing job must never take the server down
             self.logger.exception("job %s failed", job.id)

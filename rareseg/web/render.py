@@ -74,7 +74,10 @@ PERCENT_LEVELS = 101
 
 
 def topk_outline(selected: np.ndarray) -> np.ndarray:
-    """(H, W) bool border of a (H, W) bool region: pixels of the region with a 4-neighbour outside it (or on the image edge)."""
+    """(H, W) bool border of a (H, W) bool region.
+
+    The border is the region's pixels with a 4-neighbour outside it (or on the image edge).
+    """
     interior = ndimage.binary_erosion(selected, structure=ndimage.generate_binary_structure(2, 1), border_value=0)
     return selected & ~interior
 

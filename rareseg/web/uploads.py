@@ -38,7 +38,7 @@ class UploadInfo:
 
 
 def preview_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
-    """Shape of a preview decimated by an integer step ``s = ceil(max(height, width) / max_side)``: ``(height // s, width // s)``.
+    """Shape ``(height // s, width // s)`` of a preview decimated by ``s = ceil(max(height, width) / max_side)``.
 
     The same decimation as the prediction previews, so the input preview lies exactly under them.
     """

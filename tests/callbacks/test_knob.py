@@ -46,7 +46,10 @@ def test_turn_value_multiplies_or_adds_then_clamps() -> None:
         ({"path": "criterion.lam", "factor": 1.0}, "factor must be"),
         ({"path": "criterion.lam", "factor": -2.0}, "factor must be"),
         ({"path": "criterion.lam", "step": 0.0}, "step must be"),
-        ({"path": "criterion.lam", "factor": 2.0, "minimum": 1.0, "maximum": 0.5}, "minimum \\(1.0\\) is above maximum"),
+        (
+            {"path": "criterion.lam", "factor": 2.0, "minimum": 1.0, "maximum": 0.5},
+            "minimum \\(1.0\\) is above maximum",
+        ),
         ({"path": "criterion..lam", "factor": 2.0}, "dotted attribute names"),
         ({"path": "optimizer", "factor": 2.0}, "needs a key"),
         ({"path": "optimizer.lr.x", "factor": 2.0}, "one param-group key"),

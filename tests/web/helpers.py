@@ -108,7 +108,10 @@ def write_tiff(path: Path, image: np.ndarray, crs: str | None = "EPSG:32644") ->
 
 
 def truncated_copy(source: Path, path: Path, cog: bool = False) -> Path:
-    """The first half of ``source``'s bytes (its header is at the end, so it is lost), or of a COG copy (header first: only pixels are lost)."""
+    """The first half of ``source``'s bytes, or of a COG copy of it.
+
+    A plain GeoTIFF keeps its header at the end, so it is lost; a COG has it first, so only pixels are lost.
+    """
     if cog:
         rasterio.shutil.copy(source, path, driver="COG", compress="deflate", blocksize=128)
     data = (path if cog else source).read_bytes()

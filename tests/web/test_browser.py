@@ -28,7 +28,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 IMAGES = ["img-input", "img-mask", "img-prob", "img-topk"]
-IMAGES_LOADED = f"() => {IMAGES}.every(id => {{ const img = document.getElementById(id); return img.complete && img.naturalWidth > 0; }})"
+IMAGES_LOADED = (
+    f"() => {IMAGES}.every(id => {{ const img = document.getElementById(id); "
+    "return img.complete && img.naturalWidth > 0; })"
+)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not on PATH (apt-get install chromium)")
 

@@ -174,15 +174,16 @@ def test_a_failing_job_reports_its_error_and_the_server_keeps_working(scene: Pat
         ),
         (
             lambda path: RasterioIOError(f"{path}: Read failed.\nmore detail"),
-            "upload.tif: raster read or write failed, the upload may be corrupt or truncated (upload.tif: Read failed.)",
+            "upload.tif: raster read or write failed, the upload may be corrupt or truncated (upload.tif: Read "
+            "failed.)",
         ),
     ],
 )
 def test_job_errors_name_the_upload_not_server_paths(
     scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Any, expected: str
 ) -> None:
-    def broken_predict_scene(predictor: Predictor, input: Path, out_dir: Path, **options: Any) -> None:
-        raise error(input)
+    def broken_predict_scene(predictor: Predictor, image_path: Path, out_dir: Path, **options: Any) -> None:
+        raise error(image_path)
 
     monkeypatch.setattr("rareseg.web.jobs.predict_scene", broken_predict_scene)
     app, client = gated_app(tmp_path, GatedNet(GATED_PROBS))
