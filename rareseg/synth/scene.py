@@ -23,6 +23,7 @@ from rasterio.transform import from_origin
 from scipy import ndimage
 from tqdm import tqdm
 
+from rareseg.core.conventions import IGNORE_INDEX
 from rareseg.synth.landcover import (
     BUILT_UP,
     CROPLAND,
@@ -38,7 +39,7 @@ from rareseg.synth.landcover import (
 PIXEL_SIZE_M = 5.8
 CRS = "EPSG:32644"
 IMAGE_NODATA = 0
-MASK_IGNORE = 255
+MASK_IGNORE = IGNORE_INDEX
 BAND_NAMES = ("green", "red", "nir")
 
 #: Classes of the embedded data set: (id, name, RGB colour, rare).
