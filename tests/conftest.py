@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,25 @@ def _close_wandb_runs():
     wandb.finish()
 
 
+def task_for(datamodule: Any, **overrides: Any) -> Any:
+    """A RareSegModule (AdamW) with the classes and band statistics of ``datamodule``, as the CLI links them."""
+    from rareseg.lightning_modules import RareSegModule
+
+    linked = {
+        name: getattr(datamodule, name)
+        for name in (
+            "num_classes",
+            "in_channels",
+            "rare_classes",
+            "class_names",
+            "class_colors",
+            "band_mean",
+            "band_std",
+        )
+    }
+    return RareSegModule(**{"optimizer": "adamw", **linked, **overrides})
+
+
 @pytest.fixture(scope="session")
 def checkpoint_path(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A RareSegModule (default network) fitted for one step on the synthetic root, with calibrated thresholds."""
@@ -45,22 +65,12 @@ def checkpoint_path(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     from lightning.pytorch import Trainer
 
     from rareseg.datamodules import LissIVDataModule
-    from rareseg.lightning_modules import RareSegModule
 
     datamodule = LissIVDataModule(
         str(synth_root), batch_size=2, patch_size=64, length=2, augment=False, generate_if_missing=False
     )
     torch.manual_seed(0)
-    module = RareSegModule(
-        optimizer="adamw",
-        num_classes=datamodule.num_classes,
-        in_channels=datamodule.in_channels,
-        rare_classes=datamodule.rare_classes,
-        class_names=datamodule.class_names,
-        class_colors=datamodule.class_colors,
-        band_mean=datamodule.band_mean,
-        band_std=datamodule.band_std,
-    )
+    module = task_for(datamodule)
     trainer = Trainer(
         max_steps=1,
         accelerator="cpu",

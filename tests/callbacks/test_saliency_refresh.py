@@ -18,6 +18,7 @@ from rareseg.callbacks.saliency_refresh import SaliencyRefresh
 from rareseg.datamodules import LissIVDataModule
 from rareseg.lightning_modules import RareSegModule
 from rareseg.models import SegmentationOutput
+from tests.conftest import task_for
 
 CELL = 4  # 23.2 m / 5.8 m pixels
 
@@ -38,15 +39,7 @@ class PointwiseNet(nn.Module):
 
 def _module(dm: LissIVDataModule, saliency: bool = True) -> RareSegModule:
     torch.manual_seed(0)
-    return RareSegModule(
-        net=PointwiseNet(saliency),
-        optimizer="adamw",
-        num_classes=dm.num_classes,
-        rare_classes=dm.rare_classes,
-        class_names=dm.class_names,
-        band_mean=dm.band_mean,
-        band_std=dm.band_std,
-    )
+    return task_for(dm, net=PointwiseNet(saliency))
 
 
 def _expected_map(module: RareSegModule, image_path, dm: LissIVDataModule) -> tuple[np.ndarray, Affine]:
