@@ -1,4 +1,16 @@
-"""LISS-IV data: dataset-root contract, TorchGeo datasets, statistics and the datamodule."""
+"""LISS-IV data: dataset-root contract, TorchGeo datasets, statistics, samplers and the datamodule.
+
+| module | job |
+|---|---|
+| ``scenes`` | ``classes.yaml``, paired scene files and their one-line ``DataError`` checks |
+| ``datasets`` | ``LissIVImage`` / ``LissIVMask`` (TorchGeo raster datasets, one time slot per scene) |
+| ``stats`` | training-split band statistics and class frequencies, cached in ``stats.json`` |
+| ``footprints`` | where crops of each scene may lie (``SceneFootprint``) |
+| ``rare_index`` | the disk-backed rare-class index (``RareClassIndex``) |
+| ``samplers`` | ``RareClassGeoSampler`` and ``SaliencyGuidedGeoSampler`` |
+| ``predict_scenes`` | whole-scene descriptors of the predict stage |
+| ``liss4`` | ``LissIVDataModule`` |
+"""
 
 from rareseg.datamodules.datasets import LissIVImage, LissIVMask
 from rareseg.datamodules.footprints import SceneFootprint, scene_footprints
