@@ -21,6 +21,7 @@ LAZY_EXPORTS = {
     "IGNORE_INDEX": "rareseg.core.conventions",
     "THRESHOLDS_KEY": "rareseg.core.conventions",
     "resolve_class_colors": "rareseg.core.conventions",
+    "publish": "rareseg.core.files",
     "write_atomically": "rareseg.core.files",
     "best_f1_threshold": "rareseg.core.histograms",
     "bin_edges": "rareseg.core.histograms",

@@ -1,9 +1,10 @@
-"""Write-then-rename: the one way rareseg writes a file that others may read while it is written."""
+"""Write-then-rename: the one way rareseg writes files that others may read while they are written."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -22,3 +23,20 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def publish(staging: Path, out_dir: Path, names: Sequence[str]) -> dict[str, Path]:
+    """Move finished files from a staging folder (in ``out_dir``, same file system) to their final names.
+
+    Files move in the order of ``names``, so the last one (e.g. ``summary.json``) marks a complete
+    set; then the emptied staging folder is removed.
+
+    Returns:
+        The final path of every file, by name.
+    """
+    outputs = {}
+    for name in names:
+        outputs[name] = out_dir / name
+        os.replace(staging / name, outputs[name])
+    staging.rmdir()
+    return outputs

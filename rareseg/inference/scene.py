@@ -35,7 +35,6 @@ no file that looks finished and keeps the outputs of an earlier run until the ne
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -54,6 +53,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from rareseg.core.conventions import IGNORE_INDEX
+from rareseg.core.files import publish
 from rareseg.datamodules.scenes import DataError, open_geotiff
 from rareseg.inference.decisions import (
     SALIENCY_LEVELS,
@@ -410,16 +410,6 @@ def _finish_mask_and_probabilities(
     write_probability_preview(staging / "rare_prob.tif", staging / "preview_prob.png", preview_max_side)
 
 
-def _publish(staging: Path, out_dir: Path) -> dict[str, Path]:
-    """Move the finished outputs to their final names (``summary.json`` last) and remove the staging folder."""
-    outputs = {}
-    for name in OUTPUTS:
-        outputs[name] = out_dir / name
-        os.replace(staging / name, outputs[name])
-    staging.rmdir()
-    return outputs
-
-
 def predict_scene(
     predictor: Predictor,
     image_path: str | Path,
@@ -531,7 +521,7 @@ def predict_scene(
                 }
                 summary["megapixels_per_second"] = src.width * src.height / 1e6 / summary["seconds"]
                 (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-                outputs = _publish(staging, out_dir)
+                outputs = publish(staging, out_dir, OUTPUTS)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise

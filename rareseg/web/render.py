@@ -26,7 +26,6 @@ download never sees a half-written file.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -42,6 +41,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from rareseg.core.conventions import IGNORE_INDEX
+from rareseg.core.files import publish
 from rareseg.inference.decisions import override_rare_classes, topk_level
 from rareseg.inference.rasters import (
     BLOCK,
@@ -241,9 +241,7 @@ def render_outputs(
             "outputs": list(RENDERED),
         }
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        for name in RENDERED:
-            os.replace(staging / name, out_dir / name)
-        staging.rmdir()
+        publish(staging, out_dir, RENDERED)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
