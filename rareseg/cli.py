@@ -6,12 +6,11 @@ command runs a plain LightningCLI for any model/datamodule config.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from rareseg.callbacks import RareClassMetrics, ThresholdCalibrator
@@ -110,24 +109,9 @@ class RareSegCLI(LightningCLI):
 
 
 def _synth(argv: Sequence[str]) -> None:
-    from rareseg.synth import generate_dataset
+    from rareseg.synth.command import synth_command
 
-    parser = argparse.ArgumentParser(
-        prog="rareseg synth", description="Write the synthetic LISS-IV-like data set (images/, masks/, classes.yaml)."
-    )
-    parser.add_argument("--out", default="data/liss4-synth", help="dataset root to create")
-    parser.add_argument("--scenes", type=int, default=8, help="number of scenes")
-    parser.add_argument("--size", type=int, default=2048, help="scene side in pixels (5.8 m each)")
-    parser.add_argument("--seed", type=int, default=0, help="master seed")
-    parser.add_argument(
-        "--preview", action="store_true", help="also write previews/<scene>.png (false colour NIR-R-G and mask)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing root")
-    args = parser.parse_args(argv)
-    root = generate_dataset(
-        args.out, num_scenes=args.scenes, size=args.size, seed=args.seed, preview=args.preview, overwrite=args.overwrite
-    )
-    print(f"wrote {args.scenes} scenes to {root}")
+    synth_command(argv)
 
 
 def _infer(argv: Sequence[str]) -> None:
@@ -157,8 +141,11 @@ def _serve(argv: Sequence[str]) -> None:
 TOOLS = {"synth": _synth, "infer": _infer, "evaluate": _evaluate, "bench": _bench, "serve": _serve}
 
 
-def run_cli(args: Sequence[str] | None = None) -> RareSegCLI:
-    """Run the rareseg LightningCLI (subclass mode for model and data) on ``args``."""
+def run_cli(args: Sequence[str] | None = None, extra_callbacks: Sequence[Callback] = ()) -> RareSegCLI:
+    """Run the rareseg LightningCLI (subclass mode for model and data) on ``args``.
+
+    ``extra_callbacks`` are added to the configured ones (e.g. a recorder of the ablation runner).
+    """
     os.environ.setdefault("WANDB_MODE", "offline")
     return RareSegCLI(
         LightningModule,
@@ -166,6 +153,7 @@ def run_cli(args: Sequence[str] | None = None) -> RareSegCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": list(extra_callbacks)} if extra_callbacks else None,
         args=args,
     )
 
