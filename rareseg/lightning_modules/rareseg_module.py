@@ -106,7 +106,9 @@ class RareSegModule(LightningModule):
                 saliency term in the unperturbed part ``L_major = L_rest + aux_weight * BCE``, the
                 descent gradient is ``grad L_major(w) + grad L_rare(w + e)`` with
                 ``e = rho * grad L_rare(w) / (||grad L_rare(w)|| + eps')``. Needs ``sam``/``casm``
-                and a loss with ``split``.
+                and a loss with ``split``; logs ``train/loss_rare``, ``train/loss_major`` (at ``w``)
+                and ``train/loss_rare_perturbed`` (at ``w + e``) every step. Costs 2 forward and 3
+                backward passes per step (``all``: 2 and 2).
             gradient_clip_val: clip gradients to this value/norm (None: no clipping).
             gradient_clip_algorithm: ``norm`` or ``value``.
             num_classes: K, linked from the datamodule.
