@@ -8,7 +8,6 @@ package imports this module.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
@@ -16,24 +15,9 @@ from rareseg.datamodules.scenes import DataError
 
 
 def _synth(argv: Sequence[str]) -> None:
-    from rareseg.synth import generate_dataset
+    from rareseg.synth.command import synth_command
 
-    parser = argparse.ArgumentParser(
-        prog="rareseg synth", description="Write the synthetic LISS-IV-like data set (images/, masks/, classes.yaml)."
-    )
-    parser.add_argument("--out", default="data/liss4-synth", help="dataset root to create")
-    parser.add_argument("--scenes", type=int, default=8, help="number of scenes")
-    parser.add_argument("--size", type=int, default=2048, help="scene side in pixels (5.8 m each)")
-    parser.add_argument("--seed", type=int, default=0, help="master seed")
-    parser.add_argument(
-        "--preview", action="store_true", help="also write previews/<scene>.png (false colour NIR-R-G and mask)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing root")
-    args = parser.parse_args(argv)
-    root = generate_dataset(
-        args.out, num_scenes=args.scenes, size=args.size, seed=args.seed, preview=args.preview, overwrite=args.overwrite
-    )
-    print(f"wrote {args.scenes} scenes to {root}")
+    synth_command(argv)
 
 
 def _infer(argv: Sequence[str]) -> None:

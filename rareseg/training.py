@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from rareseg.callbacks import RareClassMetrics, ThresholdCalibrator
@@ -103,8 +103,11 @@ class RareSegCLI(LightningCLI):
             print(f"\nTest split, per class ({', '.join(scenes)}):\n{metrics.per_class_table()}")
 
 
-def run_cli(args: Sequence[str] | None = None) -> RareSegCLI:
-    """Run the rareseg LightningCLI (subclass mode for model and data) on ``args``."""
+def run_cli(args: Sequence[str] | None = None, extra_callbacks: Sequence[Callback] = ()) -> RareSegCLI:
+    """Run the rareseg LightningCLI (subclass mode for model and data) on ``args``.
+
+    ``extra_callbacks`` are added to the configured ones (e.g. a recorder of the ablation runner).
+    """
     os.environ.setdefault("WANDB_MODE", "offline")
     return RareSegCLI(
         LightningModule,
@@ -112,5 +115,6 @@ def run_cli(args: Sequence[str] | None = None) -> RareSegCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": list(extra_callbacks)} if extra_callbacks else None,
         args=args,
     )

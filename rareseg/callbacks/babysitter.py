@@ -31,9 +31,17 @@ class Babysitter(Callback):
        ``min_delta`` (``>`` in ``"max"`` mode, ``<`` in ``"min"`` mode); improvement resets the wait
        and, with a guard and ``restore_best_on_violation``, keeps a CPU copy of the module's
        ``state_dict``.
-    3. During cooldown the wait is held at zero. After ``patience`` validations without improvement
-       the next knob in round-robin order is turned once (a knob already at its bound is skipped),
-       then ``cooldown`` validations pass.
+    3. During cooldown the wait is held at zero. Once the patience is used up, and
+       ``trainer.global_step >= warmup_steps``, the next knob in round-robin order is turned once
+       (a knob already at its bound is skipped), then ``cooldown`` validations pass.
+
+    Patience is counted in validations (``patience``: ``wait_count >= patience``) or, when
+    ``patience_steps`` is set, in optimiser steps: ``trainer.global_step - wait_start_step >=
+    patience_steps``, where ``wait_start_step`` is the global step of the latest improvement, turn,
+    revert or cooldown validation (0 at the start). Either way it is judged at the end of each
+    validation, so with validation every ``val_check_interval`` batches a turn can come mid-epoch.
+    A turn that the warm-up holds back happens at the first validation at or after
+    ``warmup_steps`` at which the patience is still used up.
 
     ``guard`` is higher-is-better (majority-class precision by default); ``best_guard`` is its
     maximum over all validations so far. Every knob's value in effect during the epoch is logged
@@ -51,7 +59,11 @@ class Babysitter(Callback):
         knobs: the knobs to turn, in round-robin order; paths must be unique.
         monitor: logged metric to improve, read from ``trainer.callback_metrics``.
         mode: ``"max"`` or ``"min"``: direction in which ``monitor`` improves.
-        patience: validations without improvement before a knob is turned (``>= 1``).
+        patience: validations without improvement before a knob is turned (``>= 1``); not used
+            when ``patience_steps`` is set.
+        patience_steps: optimiser steps without improvement before a knob is turned (``>= 1``), or
+            ``None`` to count ``patience`` in validations (the seed).
+        warmup_steps: no knob is turned before ``trainer.global_step`` reaches this (``>= 0``).
         min_delta: smallest change of ``monitor`` that counts as improvement (``>= 0``, metric units).
         guard: logged higher-is-better metric that a turn must not lower, or ``None`` for no guard.
         guard_tolerance: how far (metric units, ``>= 0``) ``guard`` may fall below its best before
@@ -65,6 +77,8 @@ class Babysitter(Callback):
         best_score: best ``monitor`` value so far (``-inf``/``inf`` before the first validation).
         best_guard: best ``guard`` value so far.
         wait_count: validations since the last improvement, turn or revert.
+        wait_start_step: global step of the latest improvement, turn, revert or cooldown validation.
+        best_step: global step of the best ``monitor`` value (``None`` before the first validation).
         cooldown_counter: validations of cooldown left.
         next_knob: index of the knob tried at the next turn.
         last_turn: ``{"knob": index, "values": values before the turn}`` of the latest turn that
@@ -94,6 +108,8 @@ class Babysitter(Callback):
         monitor: str = "val/rare_recall",
         mode: str = "max",
         patience: int = 2,
+        patience_steps: int | None = None,
+        warmup_steps: int = 0,
         min_delta: float = 0.0,
         guard: str | None = "val/majority_precision",
         guard_tolerance: float = 0.02,
@@ -112,6 +128,12 @@ class Babysitter(Callback):
             raise ValueError(f"Babysitter mode must be 'min' or 'max', got {mode!r}")
         if patience < 1:
             raise ValueError(f"Babysitter patience must be >= 1, got {patience}")
+        if patience_steps is not None and (
+            isinstance(patience_steps, bool) or not isinstance(patience_steps, int) or patience_steps < 1
+        ):
+            raise ValueError(f"Babysitter patience_steps must be None or an integer >= 1, got {patience_steps!r}")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"Babysitter warmup_steps must be an integer >= 0, got {warmup_steps!r}")
         if min_delta < 0:
             raise ValueError(f"Babysitter min_delta must be >= 0, got {min_delta}")
         if guard_tolerance < 0:
@@ -122,6 +144,8 @@ class Babysitter(Callback):
         self.monitor = monitor
         self.mode = mode
         self.patience = patience
+        self.patience_steps = None if patience_steps is None else int(patience_steps)
+        self.warmup_steps = int(warmup_steps)
         self.min_delta = min_delta
         self.guard = guard
         self.guard_tolerance = guard_tolerance
@@ -131,8 +155,10 @@ class Babysitter(Callback):
 
         self.best_score = -math.inf if mode == "max" else math.inf
         self.best_epoch: int | None = None
+        self.best_step: int | None = None
         self.best_guard = -math.inf
         self.wait_count = 0
+        self.wait_start_step = 0
         self.cooldown_counter = 0
         self.next_knob = 0
         self.last_turn: dict[str, Any] | None = None
@@ -150,8 +176,10 @@ class Babysitter(Callback):
         return {
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
+            "best_step": self.best_step,
             "best_guard": self.best_guard,
             "wait_count": self.wait_count,
+            "wait_start_step": self.wait_start_step,
             "cooldown_counter": self.cooldown_counter,
             "next_knob": self.next_knob,
             "last_turn": self.last_turn,
@@ -162,8 +190,10 @@ class Babysitter(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_score = state_dict["best_score"]
         self.best_epoch = state_dict["best_epoch"]
+        self.best_step = state_dict.get("best_step")
         self.best_guard = state_dict["best_guard"]
         self.wait_count = state_dict["wait_count"]
+        self.wait_start_step = state_dict.get("wait_start_step", 0)
         self.cooldown_counter = state_dict["cooldown_counter"]
         self.next_knob = state_dict["next_knob"]
         self.last_turn = state_dict["last_turn"]
@@ -198,11 +228,12 @@ class Babysitter(Callback):
             return
         current = self._metric(trainer, self.monitor)
         guard_value = self._metric(trainer, self.guard) if self.guard is not None else None
+        step = trainer.global_step
 
         turn = self.last_turn
         if guard_value is not None and turn is not None and guard_value < self.best_guard - self.guard_tolerance:
             self._revert(trainer, pl_module, turn, guard_value)
-            self.wait_count = 0
+            self._reset_wait(step)
             self.cooldown_counter = self.cooldown
             return
         if guard_value is not None:
@@ -211,7 +242,8 @@ class Babysitter(Callback):
         if self._improved(current):
             self.best_score = current
             self.best_epoch = trainer.current_epoch
-            self.wait_count = 0
+            self.best_step = step
+            self._reset_wait(step)
             if self.restore_best_on_violation and self.guard is not None:
                 self._best_state = {
                     name: tensor.detach().to("cpu", copy=True) for name, tensor in pl_module.state_dict().items()
@@ -221,12 +253,21 @@ class Babysitter(Callback):
 
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
-            self.wait_count = 0
+            self._reset_wait(step)
             return
-        if self.wait_count >= self.patience:
+        if self._patience_used_up(step) and step >= self.warmup_steps:
             self._turn_next(trainer, pl_module)
-            self.wait_count = 0
+            self._reset_wait(step)
             self.cooldown_counter = self.cooldown
+
+    def _reset_wait(self, step: int) -> None:
+        self.wait_count = 0
+        self.wait_start_step = step
+
+    def _patience_used_up(self, step: int) -> bool:
+        if self.patience_steps is None:
+            return self.wait_count >= self.patience
+        return step - self.wait_start_step >= self.patience_steps
 
     def _should_skip(self, trainer: pl.Trainer) -> bool:
         return trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking
@@ -259,7 +300,12 @@ class Babysitter(Callback):
         return current < self.best_score - self.min_delta
 
     def _turn_next(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        reason = f"{self.monitor} has not improved on {self.best_score:.4g} for {self.wait_count} validations"
+        waited = (
+            f"{self.wait_count} validations"
+            if self.patience_steps is None
+            else f"{trainer.global_step - self.wait_start_step} steps"
+        )
+        reason = f"{self.monitor} has not improved on {self.best_score:.4g} for {waited}"
         count = len(self.knobs)
         for offset in range(count):
             index = (self.next_knob + offset) % count

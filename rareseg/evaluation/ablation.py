@@ -1,65 +1,39 @@
-"""Ablation runner: every row config x seed trained on one budget, resumable, summarised in ABLATION.md.
+"""Ablation runner: every row config x seed trained on one budget, resumable, in parallel processes.
 
 Each row is ``configs/ablations/NN-*.yaml`` applied on top of ``configs/wetlands.yaml``, followed by
-a budget file (``configs/ablations/budget-<name>.yaml``) that fixes data, epochs and model size for
-every row. A finished ``(row, seed)`` writes one result JSON atomically; a later run skips it.
+a budget file (``configs/ablations/budget-<name>.yaml``) that fixes data, steps and model size for
+every row. A row file starts with comment lines naming it::
+
+    # label: CE + rare-class sampling    (the table's name of the row)
+    # peer: true                          (a published recipe, not one of rareseg's parts)
+    # seeds: 5                            (seeds this row gets unless --seeds says otherwise)
+    # compare: 9                          (the row it changes one thing from, for the verdict)
+
+A finished ``(row, seed)`` writes one result JSON atomically (training curve, the best checkpoint's
+path and its per-scene test confusion matrices); a later run skips it. The test scenes are scored
+with the decision users get from ``rareseg infer`` (overlapping tiles blended, the checkpoint's
+calibrated thresholds) and with the plain argmax; see :func:`score_checkpoint`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
-from matplotlib.figure import Figure
 
-from rareseg.callbacks import RareClassMetrics
 from rareseg.core.files import write_atomically
-from rareseg.core.plots import save_figure
-from rareseg.core.scores import per_class_scores, summary_scores
 from rareseg.datamodules import DataError, LissIVDataModule
-
-
-@dataclass(frozen=True)
-class AblationRow:
-    """One row of the ablation table.
-
-    Attributes:
-        number: row number (1-based, the table order).
-        label: short description shown in the table.
-        config: file name in ``configs/ablations/``.
-    """
-
-    number: int
-    label: str
-    config: str
-
-
-ROWS: dict[int, AblationRow] = {
-    row.number: row
-    for row in (
-        AblationRow(1, "CE", "01-ce.yaml"),
-        AblationRow(2, "weighted CE", "02-weighted-ce.yaml"),
-        AblationRow(3, "Dice", "03-dice.yaml"),
-        AblationRow(4, "Focal-Tversky", "04-focal-tversky.yaml"),
-        AblationRow(5, "ARBT alpha_on=fp", "05-arbt-fp.yaml"),
-        AblationRow(6, "ARBT alpha_on=fn", "06-arbt-fn.yaml"),
-        AblationRow(7, "ARBT + SAM", "07-arbt-sam.yaml"),
-        AblationRow(8, "ARBT + CASM", "08-arbt-casm.yaml"),
-        AblationRow(9, "+ rare-class sampling", "09-casm-rare-sampling.yaml"),
-        AblationRow(10, "+ saliency-guided sampling", "10-casm-saliency-sampling.yaml"),
-        AblationRow(11, "full method (+ babysitting)", "11-full-babysitting.yaml"),
-    )
-}
-"""The ablation rows by number."""
+from rareseg.evaluation.evaluate import DECISIONS
 
 #: Keys every finished result JSON holds; a file without them is not finished.
 RESULT_KEYS = (
@@ -69,14 +43,87 @@ RESULT_KEYS = (
     "config_digest",
     "class_names",
     "rare_classes",
-    "summary",
-    "per_class",
     "train_seconds",
-    "confusion_matrix",
+    "curve",
+    "checkpoint",
+    "scoring",
 )
+#: Version of :func:`score_checkpoint`; results scored by another version are scored again (not retrained).
+SCORING_VERSION = 1
+#: Tiling of the deployed decision: ``rareseg infer``'s defaults.
+INFER_TILE, INFER_OVERLAP = 512, 64
 
-#: Trains one (row, seed) and returns its test scores: ``train(row, seed, budget_file, workdir, config_dir)``.
-TrainFunction = Callable[[AblationRow, int, Path, Path, Path], dict[str, Any]]
+_ROW_FILE = re.compile(r"^(\d{2})-[\w.-]+\.ya?ml$")
+_HEADER = re.compile(r"^#\s*(label|peer|seeds|compare):\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    """One row of the ablation table.
+
+    Attributes:
+        number: row number (the file's two-digit prefix; the table order).
+        label: short description shown in the table.
+        config: file name in ``configs/ablations/``.
+        peer: a published recipe (the "best peer" is chosen among these), not one of rareseg's parts.
+        seeds: seeds this row gets by default (None: the runner's default).
+        compare: the row this one changes one thing from (None: compared with row 1 only).
+    """
+
+    number: int
+    label: str
+    config: str
+    peer: bool = False
+    seeds: int | None = None
+    compare: int | None = None
+
+
+def read_row(path: Path) -> AblationRow:
+    """The row a ``NN-name.yaml`` file describes, from its name and its leading ``# key: value`` comments.
+
+    Raises:
+        DataError: a name without the two-digit prefix, or a bad header value.
+    """
+    match = _ROW_FILE.match(path.name)
+    if match is None:
+        raise DataError(f"{path}: an ablation row file is named NN-<name>.yaml")
+    header: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        found = _HEADER.match(line)
+        if found:
+            header[found.group(1)] = found.group(2)
+    try:
+        seeds = int(header["seeds"]) if "seeds" in header else None
+        compare = int(header["compare"]) if "compare" in header else None
+    except ValueError:
+        raise DataError(f"{path}: '# seeds:' and '# compare:' take a whole number") from None
+    if header.get("peer", "false") not in ("true", "false"):
+        raise DataError(f"{path}: '# peer:' is true or false, got {header['peer']!r}")
+    return AblationRow(
+        number=int(match.group(1)),
+        label=header.get("label", path.stem[3:]),
+        config=path.name,
+        peer=header.get("peer") == "true",
+        seeds=seeds,
+        compare=compare,
+    )
+
+
+def discover_rows(config_dir: Path) -> dict[int, AblationRow]:
+    """Every ``<config_dir>/ablations/NN-*.yaml`` row by number.
+
+    Raises:
+        DataError: two files with the same number, or a bad header.
+    """
+    rows: dict[int, AblationRow] = {}
+    for path in sorted((config_dir / "ablations").glob("[0-9][0-9]-*.y*ml")):
+        row = read_row(path)
+        if row.number in rows:
+            raise DataError(f"{path}: row {row.number} is also {rows[row.number].config}")
+        rows[row.number] = row
+    return rows
 
 
 def budget_file(budget: str, config_dir: Path) -> Path:
@@ -91,22 +138,22 @@ def budget_file(budget: str, config_dir: Path) -> Path:
     return path
 
 
-def parse_rows(text: str | None) -> list[AblationRow]:
+def parse_rows(text: str | None, rows: dict[int, AblationRow]) -> list[AblationRow]:
     """Rows from ``"1,2,5"`` (``None``: all rows, in order).
 
     Raises:
         ValueError: a number that is not a row.
     """
     if text is None:
-        return list(ROWS.values())
+        return [rows[n] for n in sorted(rows)]
     try:
         numbers = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ValueError(f"--rows must be comma-separated row numbers, got {text!r}") from None
-    unknown = [n for n in numbers if n not in ROWS]
+    unknown = [n for n in numbers if n not in rows]
     if unknown or not numbers:
-        raise ValueError(f"unknown ablation rows {unknown or text!r}: rows are 1..{len(ROWS)}")
-    return [ROWS[n] for n in numbers]
+        raise ValueError(f"unknown ablation rows {unknown or text!r}: rows are {', '.join(map(str, sorted(rows)))}")
+    return [rows[n] for n in numbers]
 
 
 def result_path(out: Path, row: AblationRow, seed: int) -> Path:
@@ -114,18 +161,42 @@ def result_path(out: Path, row: AblationRow, seed: int) -> Path:
     return out / f"row{row.number:02d}-seed{seed}.json"
 
 
-def config_digest(row: AblationRow, budget: Path, config_dir: Path) -> str:
-    """SHA-256 (hex) of the recipe, row and budget YAML texts: a result is reused only while they are unchanged."""
-    digest = hashlib.sha256()
-    for path in (config_dir / "wetlands.yaml", config_dir / "ablations" / row.config, budget):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+def merged_config(paths: Sequence[Path]) -> dict[str, Any]:
+    """The YAML files merged in order as LightningCLI applies ``--config`` files.
+
+    Mappings merge key by key; lists are replaced; a ``class_path`` block naming another class
+    replaces the earlier block with its ``init_args`` (they belonged to the other class).
+    """
+    merged: dict[str, Any] = {}
+    for path in paths:
+        merged = _merge(merged, yaml.safe_load(path.read_text()) or {})
+    return merged
+
+
+def _merge(base: Any, update: Any) -> Any:
+    if isinstance(base, dict) and isinstance(update, dict):
+        if "class_path" in update and update["class_path"] != base.get("class_path"):
+            return update
+        return {key: _merge(base[key], value) if key in base else value for key, value in update.items()} | {
+            key: value for key, value in base.items() if key not in update
+        }
+    return update
+
+
+def config_digest(row: AblationRow, budget: Path, config_dir: Path, data_root: str | None = None) -> str:
+    """SHA-256 (hex) of the row's merged configuration (recipe, row, budget, data root override).
+
+    A result is reused only while this is unchanged, so a recipe edit reruns just the rows it reaches.
+    """
+    merged = merged_config([config_dir / "wetlands.yaml", config_dir / "ablations" / row.config, budget])
+    text = json.dumps({"config": merged, "data_root": data_root}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def load_result(path: Path, digest: str | None = None) -> dict[str, Any] | None:
     """A finished result, or None when the file is missing, unreadable, partial or marked unfinished.
 
-    With ``digest`` (see :func:`config_digest`), a result made from other config files is also None.
+    With ``digest`` (see :func:`config_digest`), a result made from another configuration is also None.
     """
     try:
         result = json.loads(path.read_text())
@@ -142,30 +213,27 @@ def load_result(path: Path, digest: str | None = None) -> dict[str, Any] | None:
     return result
 
 
-def prepare_budget_data(budget: Path) -> None:
+def budget_data(budget: Path, data_root: str | None = None) -> dict[str, Any]:
+    """The budget's ``data.init_args``, with ``root`` replaced (and the scene lists cleared) by ``data_root``."""
+    init_args = dict((yaml.safe_load(budget.read_text()) or {}).get("data", {}).get("init_args", {}))
+    if data_root is not None:
+        init_args |= {"root": data_root, "generate_if_missing": False, "val_scenes": None, "test_scenes": None}
+    return init_args
+
+
+def prepare_budget_data(budget: Path, data_root: str | None = None) -> LissIVDataModule:
     """Create the budget's data root (and its statistics) once, before any run is timed.
 
     Only the budget's ``data.init_args`` are used, so the budget should name ``root`` and the
     ``synth_*`` keys of the data it trains on.
     """
-    init_args = (yaml.safe_load(budget.read_text()) or {}).get("data", {}).get("init_args", {})
-    LissIVDataModule(**init_args)
+    return LissIVDataModule(**budget_data(budget, data_root))
 
 
-def train_row(row: AblationRow, seed: int, budget: Path, workdir: Path, config_dir: Path) -> dict[str, Any]:
-    """Fit one row with one seed in-process, test its best checkpoint, return the test scores.
-
-    The run is ``rareseg fit --config wetlands.yaml --config <row> --config <budget>`` with
-    ``seed_everything`` and the sampler seed set to ``seed``; ``train_seconds`` is the wall time of
-    the fit (model construction, training and validation), in seconds.
-
-    Returns:
-        ``class_names``, ``rare_classes`` (names), ``summary`` (see
-        :func:`rareseg.core.scores.summary_scores`), ``per_class`` (IoU/recall/precision/F1 per class
-        name), ``confusion_matrix`` and ``train_seconds``.
-    """
-    from rareseg.training import run_cli
-
+def cli_args(
+    row: AblationRow, seed: int, budget: Path, workdir: Path, config_dir: Path, data_root: str | None
+) -> list[str]:
+    """The ``rareseg fit`` arguments of one run."""
     args = [
         "fit",
         "--config", str(config_dir / "wetlands.yaml"),
@@ -176,199 +244,257 @@ def train_row(row: AblationRow, seed: int, budget: Path, workdir: Path, config_d
         "--trainer.default_root_dir", str(workdir),
         "--test_after_fit", "false",
     ]  # fmt: skip
+    if data_root is not None:
+        args += ["--data.init_args.root", data_root, "--data.init_args.generate_if_missing", "false"]
+        args += ["--data.init_args.val_scenes", "null", "--data.init_args.test_scenes", "null"]
+    return args
+
+
+#: Validation metrics kept in a run's learning curve (per rare class: ``val/iou/<name>`` etc. as well).
+CURVE_KEYS = ("val/rare_iou", "val/rare_recall", "val/majority_precision", "val/miou")
+CURVE_TRACES = ("train/rho", "train/p_r", "train/loss")
+
+
+def _curve_recorder() -> Any:
+    """A callback that records validation scores (and the latest training traces) at every validation."""
+    from lightning.pytorch.callbacks import Callback
+
+    class CurveRecorder(Callback):
+        def __init__(self) -> None:
+            self.points: list[dict[str, float]] = []
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            if trainer.sanity_checking:
+                return
+            metrics = trainer.callback_metrics
+            point = {"step": float(trainer.global_step)}
+            for key, value in metrics.items():
+                per_class = key.startswith(("val/iou/", "val/recall/", "val/precision/"))
+                if key in CURVE_KEYS or key in CURVE_TRACES or per_class:
+                    point[key] = float(value)
+            self.points.append(point)
+
+    return CurveRecorder()
+
+
+def train_row(
+    row: AblationRow, seed: int, budget: Path, workdir: Path, config_dir: Path, data_root: str | None = None
+) -> dict[str, Any]:
+    """Fit one row with one seed in-process; return its curve, best checkpoint and test scenes.
+
+    The run is ``rareseg fit --config wetlands.yaml --config <row> --config <budget>`` with
+    ``seed_everything`` and the sampler seed set to ``seed``; ``train_seconds`` is the wall time of
+    the fit (model construction, training and validation), in seconds.
+
+    Returns:
+        ``class_names``, ``rare_classes`` (names), ``train_seconds``, ``steps``, ``curve`` (one dict per
+        validation: ``step`` and the :data:`CURVE_KEYS` / per-class validation scores),
+        ``babysitter`` (its state when the row has one), ``checkpoint`` (the best one) and
+        ``test_scenes`` (image and mask paths of the test split).
+    """
+    from rareseg.training import run_cli
+
+    recorder = _curve_recorder()
     start = time.perf_counter()
-    cli = run_cli(args)
+    cli = run_cli(cli_args(row, seed, budget, workdir, config_dir, data_root), extra_callbacks=[recorder])
     train_seconds = time.perf_counter() - start
     checkpoint = cli.trainer.checkpoint_callback
-    cli.trainer.test(
-        cli.model,
-        datamodule=cli.datamodule,
-        ckpt_path="best" if checkpoint is not None and checkpoint.best_model_path else None,
-        verbose=False,
-    )
-    metrics = next(cb for cb in cli.trainer.callbacks if isinstance(cb, RareClassMetrics))
-    matrix = metrics.confusion_matrix
-    scores = per_class_scores(matrix)
+    if checkpoint is None or not checkpoint.best_model_path:
+        raise RuntimeError(f"row {row.number} seed {seed}: the run saved no best checkpoint (ModelCheckpoint missing?)")
+    data = cli.datamodule
+    babysitter = next((cb for cb in cli.trainer.callbacks if type(cb).__name__ == "Babysitter"), None)
     return {
-        "class_names": metrics.class_names,
-        "rare_classes": [metrics.class_names[c] for c in metrics.rare_classes],
-        "summary": summary_scores(matrix, metrics.rare_classes, metrics.majority_class),
-        "per_class": {
-            name: {key: float(scores[key][i]) for key in ("iou", "recall", "precision", "f1")}
-            for i, name in enumerate(metrics.class_names)
-        },
-        "confusion_matrix": matrix.tolist(),
+        "class_names": list(data.class_names),
+        "rare_classes": [data.class_names[c] for c in data.rare_classes],
         "train_seconds": train_seconds,
+        "steps": int(cli.trainer.global_step),
+        "curve": recorder.points,
+        "babysitter": None if babysitter is None else _jsonable(babysitter.state_dict()),
+        "checkpoint": str(Path(checkpoint.best_model_path).resolve()),
+        "test_scenes": [[str(s.image), str(s.mask)] for s in data.scenes_of("test")],
     }
+
+
+def score_checkpoint(checkpoint: str | Path, scenes: Sequence[Sequence[str]], workdir: Path) -> dict[str, Any]:
+    """Per-scene test confusion matrices of a checkpoint, for each of :data:`DECISIONS`.
+
+    Scored by :func:`rareseg.evaluation.evaluate_scenes` in one inference pass per scene: ``deployed``
+    is exactly the decision ``rareseg infer`` writes into ``mask.tif`` (tiles of :data:`INFER_TILE`
+    px overlapping by :data:`INFER_OVERLAP`, blended; the checkpoint's calibrated rare-class
+    thresholds), ``argmax`` the plain argmax of the same blended probabilities. Pixels whose truth
+    is 255 (or the mask's nodata) or whose image is nodata are not scored.
+
+    Args:
+        checkpoint: the best checkpoint of a run.
+        scenes: ``(image, mask)`` paths of the test scenes.
+        workdir: unused (nothing is written); kept for callers.
+
+    Returns:
+        ``{"version": SCORING_VERSION, "deployed": {stem: (K, K) list}, "argmax": {stem: (K, K) list}}``,
+        rows = truth, columns = prediction.
+    """
+    from rareseg.evaluation.evaluate import ScoredScene, evaluate_scenes
+    from rareseg.inference import load_predictor
+
+    predictor = load_predictor(checkpoint, device="cpu")
+    scored = [ScoredScene(Path(image), Path(mask)) for image, mask in scenes]
+    evaluation = evaluate_scenes(predictor, scored, tile=INFER_TILE, overlap=INFER_OVERLAP, progress=False)
+    return {
+        "version": SCORING_VERSION,
+        **{
+            decision: {stem: matrices[decision].tolist() for stem, matrices in evaluation.scene_matrices.items()}
+            for decision in DECISIONS
+        },
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    """Tensors, numpy values and tuples made JSON-ready (recursively)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+#: Trains one (row, seed): ``train(row, seed, budget, workdir, config_dir, data_root)`` (see :func:`train_row`).
+TrainFunction = Callable[[AblationRow, int, Path, Path, Path, str | None], dict[str, Any]]
+#: Scores a checkpoint: ``score(checkpoint, scenes, workdir)`` (see :func:`score_checkpoint`).
+ScoreFunction = Callable[[str, Sequence[Sequence[str]], Path], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Job:
+    row: AblationRow
+    seed: int
+    budget: Path
+    workdir: Path
+    config_dir: Path
+    data_root: str | None
+    threads: int | None
+    train: TrainFunction
+    score: ScoreFunction
+    earlier: dict[str, Any] | None  # a trained result that only needs scoring again
+
+
+def _run_job(job: _Job) -> dict[str, Any]:
+    """Train (unless already trained) and score one run; in a worker process, with ``job.threads`` torch threads."""
+    if job.threads is not None:
+        import torch
+
+        torch.set_num_threads(job.threads)
+    trained = job.earlier
+    if trained is None:
+        trained = job.train(job.row, job.seed, job.budget, job.workdir, job.config_dir, job.data_root)
+    scoring = job.score(trained["checkpoint"], trained["test_scenes"], job.workdir)
+    return trained | {"scoring": scoring}
+
+
+def planned_runs(
+    rows: Sequence[AblationRow], seeds: int | None, default_seeds: int = 3
+) -> list[tuple[AblationRow, int]]:
+    """``(row, seed)`` pairs, seed-major (every row's seed 0 first), so partial tables cover every row.
+
+    A row gets ``seeds`` seeds when given, else its own ``seeds`` header, else ``default_seeds``.
+    """
+    counts = {row.number: seeds or row.seeds or default_seeds for row in rows}
+    return [(row, seed) for seed in range(max(counts.values(), default=0)) for row in rows if seed < counts[row.number]]
 
 
 def run_ablation(
     rows: Sequence[AblationRow],
-    seeds: Sequence[int],
     budget: Path,
     out: Path,
     config_dir: Path = Path("configs"),
+    seeds: int | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
+    data_root: str | None = None,
     train: TrainFunction = train_row,
+    score: ScoreFunction = score_checkpoint,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Run every ``(row, seed)`` that has no finished result in ``out``; return all finished results.
+    """Run every planned ``(row, seed)`` without a finished result in ``out``; return all finished results.
 
     A result counts as finished when :func:`load_result` accepts it with the current
-    :func:`config_digest`, so editing the recipe, a row or the budget reruns the affected runs.
+    :func:`config_digest` and its scoring is :data:`SCORING_VERSION`; a result with an older scoring
+    is only scored again from its checkpoint.
 
     Args:
         rows: rows to run.
-        seeds: seeds per row.
         budget: budget YAML applied after the row config.
         out: folder of the result JSONs (and ``runs/`` with each run's checkpoints).
         config_dir: folder holding ``wetlands.yaml`` and ``ablations/``.
+        seeds: seeds 0..N-1 for every row (None: each row's ``seeds`` header, else 3).
+        jobs: runs trained at the same time, each in its own process (1: in this process).
+        threads: torch threads per run (None: torch's default; use 1 with ``jobs`` > 1 on a small CPU).
+        data_root: train and test on this dataset root instead of the budget's (derived scene split).
         train: the per-run training function (see :data:`TrainFunction`).
+        score: the per-run scoring function (see :data:`ScoreFunction`).
         log: progress messages.
 
     Returns:
-        The finished results in row, seed order (``row``, ``seed``, ``budget``, ``config_digest``, ``complete`` and
-        the keys :func:`train_row` returns).
+        The finished results in row, seed order.
     """
-    results = []
-    for row in rows:
-        for seed in seeds:
-            path = result_path(out, row, seed)
-            digest = config_digest(row, budget, config_dir)
-            result = load_result(path, digest)
-            if result is not None:
-                log(f"row {row.number} seed {seed}: finished earlier, skipped ({path})")
-            else:
-                log(f"row {row.number} seed {seed}: training ({row.label})")
-                scores = train(row, seed, budget, out / "runs" / path.stem, config_dir)
-                result = (
-                    {
-                        "row": row.number,
-                        "label": row.label,
-                        "seed": seed,
-                        "budget": budget.name,
-                        "config_digest": digest,
-                    }
-                    | scores
-                    | {"complete": True}
-                )
-                write_atomically(path, (json.dumps(result, indent=2) + "\n").encode())
-                log(
-                    f"row {row.number} seed {seed}: rare IoU {result['summary']['rare_iou']:.4f} in "
-                    f"{result['train_seconds']:.0f} s"
-                )
-            results.append(result)
-    return results
+    finished: dict[tuple[int, int], dict[str, Any]] = {}
+    pending: list[_Job] = []
+    for row, seed in planned_runs(rows, seeds):
+        path = result_path(out, row, seed)
+        digest = config_digest(row, budget, config_dir, data_root)
+        result = load_result(path, digest)
+        if result is not None and result["scoring"].get("version") == SCORING_VERSION:
+            log(f"row {row.number} seed {seed}: finished earlier, skipped ({path})")
+            finished[(row.number, seed)] = result
+            continue
+        workdir = out / "runs" / path.stem
+        pending.append(_Job(row, seed, budget, workdir, config_dir, data_root, threads, train, score, result))
+    for job, result in _execute(pending, jobs, log):
+        path = result_path(out, job.row, job.seed)
+        digest = config_digest(job.row, job.budget, job.config_dir, job.data_root)
+        result = {
+            "row": job.row.number,
+            "label": job.row.label,
+            "seed": job.seed,
+            "budget": budget.name,
+            "config_digest": digest,
+        } | result
+        result |= {"complete": True}
+        write_atomically(path, (json.dumps(result, indent=1) + "\n").encode())
+        finished[(job.row.number, job.seed)] = result
+        log(f"row {job.row.number} seed {job.seed}: done in {result['train_seconds']:.0f} s of training ({path})")
+    return [finished[key] for key in sorted(finished)]
 
 
-def aggregate(results: Sequence[dict[str, Any]]) -> dict[int, dict[str, tuple[float, float, int]]]:
-    """Mean and sample standard deviation (ddof 1; NaN for one seed) over seeds of each row's headline scores.
-
-    Scores: ``iou/<rare>`` and ``recall/<rare>`` for every rare class, ``rare_iou``, ``rare_recall``,
-    ``majority_precision``, ``miou`` and ``train_seconds``. NaN scores of a seed are left out.
-
-    Returns:
-        ``{row: {score: (mean, std, seeds)}}``.
-    """
-    by_row: dict[int, list[dict[str, Any]]] = {}
-    for result in results:
-        by_row.setdefault(result["row"], []).append(result)
-    table = {}
-    for row, group in sorted(by_row.items()):
-        values: dict[str, list[float]] = {}
-        for result in group:
-            for name in result["rare_classes"]:
-                values.setdefault(f"iou/{name}", []).append(result["per_class"][name]["iou"])
-                values.setdefault(f"recall/{name}", []).append(result["per_class"][name]["recall"])
-            for key in ("rare_iou", "rare_recall", "majority_precision", "miou"):
-                values.setdefault(key, []).append(result["summary"][key])
-            values.setdefault("train_seconds", []).append(result["train_seconds"])
-        table[row] = {key: _mean_std(samples) for key, samples in values.items()}
-    return table
+def _execute(
+    jobs_to_run: Sequence[_Job], jobs: int, log: Callable[[str], None]
+) -> Iterator[tuple[_Job, dict[str, Any]]]:
+    """Run the jobs (in this process, or in ``jobs`` fresh worker processes), yielding each as it finishes."""
+    if jobs <= 1:
+        for job in jobs_to_run:
+            log(_starting(job))
+            yield job, _run_job(job)
+        return
+    context = get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        queue = list(jobs_to_run)
+        running: dict[Future[dict[str, Any]], _Job] = {}
+        while queue or running:
+            while queue and len(running) < jobs:
+                job = queue.pop(0)
+                log(_starting(job))
+                running[pool.submit(_run_job, job)] = job
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield running.pop(future), future.result()
 
 
-def write_ablation_report(results: Sequence[dict[str, Any]], report: Path, chart: Path, command: str) -> str:
-    """Write the ablation table (Markdown) and its bar chart (PNG); return the Markdown.
-
-    Args:
-        results: finished results (see :func:`run_ablation`).
-        report: Markdown file, e.g. ``benchmarks/ABLATION.md``.
-        chart: PNG of rare-class IoU per row, linked from the report by a relative path.
-        command: the command that reproduces the results.
-    """
-    table = aggregate(results)
-    rare = list(results[0]["rare_classes"]) if results else []
-    columns = [
-        *(f"iou/{n}" for n in rare),
-        *(f"recall/{n}" for n in rare),
-        "rare_iou",
-        "rare_recall",
-        "majority_precision",
-        "miou",
-        "train_seconds",
-    ]
-    titles = [
-        *(f"{n} IoU" for n in rare),
-        *(f"{n} recall" for n in rare),
-        "rare mean IoU",
-        "rare mean recall",
-        "majority precision",
-        "mIoU",
-        "train time (s)",
-    ]
-    budgets = sorted({result["budget"] for result in results})
-    lines = [
-        "# Ablation",
-        "",
-        "Which part of the method earns its place: each row changes one thing from the row above it",
-        "(rows 1-6 compare losses with AdamW and uniform crops). Test-split scores of the best checkpoint",
-        "(by validation rare-class IoU), mean ± sample standard deviation over seeds; differences",
-        "smaller than those deviations are noise. Train time is the wall time of the fit on this machine.",
-        "",
-        f"- budget: {', '.join(budgets)}",
-        f"- reproduce: `{command}`",
-        "",
-        "| row | setup | seeds | " + " | ".join(titles) + " |",
-        "|---:|---|---:|" + "---:|" * len(titles),
-    ]
-    for row, scores in table.items():
-        seeds = scores["train_seconds"][2]
-        cells = [_mean_std_text(*scores[key][:2], digits=0 if key == "train_seconds" else 3) for key in columns]
-        lines.append(f"| {row} | {ROWS[row].label} | {seeds} | " + " | ".join(cells) + " |")
-    lines += ["", f"![rare-class IoU per ablation row]({Path(os.path.relpath(chart, report.parent)).as_posix()})", ""]
-    markdown = "\n".join(lines)
-    save_figure(_ablation_figure(table, rare), chart)
-    write_atomically(report, markdown.encode())
-    return markdown
+def _starting(job: _Job) -> str:
+    return f"row {job.row.number} seed {job.seed}: {'scoring' if job.earlier else 'training'} ({job.row.label})"
 
 
-def _ablation_figure(table: dict[int, dict[str, tuple[float, float, int]]], rare: Sequence[str]) -> Figure:
-    keys = [*(f"iou/{n}" for n in rare), "rare_iou"]
-    labels = [*(f"{n} IoU" for n in rare), "rare mean IoU"]
-    rows = list(table)
-    positions = np.arange(len(rows))
-    width = 0.8 / max(len(keys), 1)
-    figure = Figure(figsize=(2.0 + 0.8 * len(rows), 4.5))
-    axes = figure.add_subplot()
-    for index, (key, label) in enumerate(zip(keys, labels)):
-        means = [table[row][key][0] for row in rows]
-        errors = [0.0 if math.isnan(table[row][key][1]) else table[row][key][1] for row in rows]
-        axes.bar(positions + (index - (len(keys) - 1) / 2) * width, means, width, yerr=errors, capsize=2, label=label)
-    axes.set_xticks(positions, [f"{row}. {ROWS[row].label}" for row in rows], rotation=35, ha="right", fontsize=8)
-    axes.set_ylabel("test IoU (mean ± std over seeds)")
-    axes.set_ylim(bottom=0)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    return figure
-
-
-def _mean_std(samples: Sequence[float]) -> tuple[float, float, int]:
-    finite = np.array([s for s in samples if s is not None and not math.isnan(s)], dtype=np.float64)
-    mean = float(finite.mean()) if finite.size else float("nan")
-    std = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
-    return mean, std, len(samples)
-
-
-def _mean_std_text(mean: float, std: float, digits: int) -> str:
-    if math.isnan(mean):
-        return "n/a"
-    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+def thread_environment(threads: int) -> None:
+    """Limit OpenMP/MKL threads of this process and its children (call before torch starts its pools)."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)

@@ -73,56 +73,81 @@ def bench_command(argv: Sequence[str]) -> None:
     """Run ``rareseg bench ablation`` on ``argv``: train the missing (row, seed) runs, then write the report."""
     from rareseg.evaluation.ablation import (
         budget_file,
+        config_digest,
+        discover_rows,
+        load_result,
         parse_rows,
+        planned_runs,
         prepare_budget_data,
+        result_path,
         run_ablation,
-        write_ablation_report,
+        thread_environment,
     )
+    from rareseg.evaluation.ablation_report import write_ablation_report
 
     parser = argparse.ArgumentParser(prog="rareseg bench", description="Benchmarks that train models.")
     commands = parser.add_subparsers(dest="benchmark", required=True)
     ablation = commands.add_parser(
-        "ablation", help="ablation rows x seeds on a fixed budget, resumable; writes ABLATION.md"
+        "ablation", help="ablation rows x seeds on a fixed budget, resumable; writes a report with paired statistics"
     )
-    ablation.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per row")
     ablation.add_argument(
         "--budget",
         default="cpu-small",
-        help="budget name (configs/ablations/budget-<name>.yaml: cpu-small, gpu) or a YAML path",
+        help="budget name (configs/ablations/budget-<name>.yaml: cpu-small, cpu-converged, gpu) or a YAML path",
     )
-    ablation.add_argument("--rows", default=None, help="comma-separated row numbers (default: all 11)")
+    ablation.add_argument("--rows", default=None, help="comma-separated row numbers (default: every row file)")
     ablation.add_argument(
-        "--out", default="benchmarks/ablation", help="folder of the per-run result JSONs, run folders and the chart"
+        "--seeds", type=int, default=None, help="seeds 0..N-1 for every row (default: each row's '# seeds:', else 3)"
     )
-    ablation.add_argument("--report", default="benchmarks/ABLATION.md", help="Markdown report to write")
+    ablation.add_argument("--jobs", type=int, default=1, help="runs trained at the same time, one process each")
+    ablation.add_argument(
+        "--threads", type=int, default=None, help="torch threads per run (default: 1 with --jobs > 1)"
+    )
+    ablation.add_argument(
+        "--data-root",
+        default=None,
+        help="train and test on this dataset root instead of the budget's (scenes split as the datamodule derives)",
+    )
+    ablation.add_argument(
+        "--out",
+        default=None,
+        help="folder of the result JSONs, run folders and figures (default: benchmarks/ablation-<budget>)",
+    )
+    ablation.add_argument("--report", default=None, help="Markdown report to write (default: <out>/ABLATION.md)")
     ablation.add_argument("--config-dir", default="configs", help="folder holding wetlands.yaml and ablations/")
     ablation.add_argument(
         "--report-only", action="store_true", help="write the report from the finished results without training"
     )
     args = parser.parse_args(argv)
-    if args.seeds < 1:
-        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    for name in ("seeds", "jobs", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be >= 1, got {value}")
+    config_dir = Path(args.config_dir)
+    known = discover_rows(config_dir)
     try:
-        rows = parse_rows(args.rows)
+        rows = parse_rows(args.rows, known)
     except ValueError as err:
         parser.error(str(err))
-    config_dir, out = Path(args.config_dir), Path(args.out)
     budget = budget_file(args.budget, config_dir)
-    seeds = list(range(args.seeds))
+    out = Path(args.out) if args.out else Path("benchmarks") / f"ablation-{budget.stem.removeprefix('budget-')}"
+    report = Path(args.report) if args.report else out / "ABLATION.md"
+    threads = args.threads or (1 if args.jobs > 1 else None)
+    if threads is not None:
+        thread_environment(threads)
     if args.report_only:
-        from rareseg.evaluation.ablation import config_digest, load_result, result_path
-
         found = (
-            load_result(result_path(out, row, seed), config_digest(row, budget, config_dir))
-            for row in rows
-            for seed in seeds
+            load_result(result_path(out, row, seed), config_digest(row, budget, config_dir, args.data_root))
+            for row, seed in planned_runs(rows, args.seeds)
         )
         results = [result for result in found if result is not None]
     else:
-        prepare_budget_data(budget)
-        results = run_ablation(rows, seeds, budget, out, config_dir)
+        prepare_budget_data(budget, args.data_root)
+        results = run_ablation(
+            rows, budget, out, config_dir, seeds=args.seeds, jobs=args.jobs, threads=threads, data_root=args.data_root
+        )
     if not results:
         raise SystemExit(f"rareseg bench: no finished ablation results in {out}")
     command = shlex.join(["rareseg", "bench", *(a for a in argv if a != "--report-only")])
-    write_ablation_report(results, Path(args.report), out / "ablation.png", command)
-    print(f"wrote {args.report} from {len(results)} finished runs")
+    write_ablation_report(results, known, report, out, command)
+    print(f"wrote {report} from {len(results)} finished runs")

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from rareseg.core.conventions import IGNORE_INDEX
 from rareseg.core.scores import confusion_matrix, per_class_scores, summary_scores
-from rareseg.datamodules import DataError, LissIVDataModule, Scene
+from rareseg.datamodules import DataError, LissIVDataModule
 from rareseg.datamodules.liss4 import SPLITS
 from rareseg.evaluation.report import write_evaluation
 from rareseg.evaluation.scores import ProbabilityHistogram, precision_recall_curve, reliability
@@ -42,7 +42,31 @@ from rareseg.lightning_modules import RareSegModule
 #: Decision rules scored side by side; the first is the headline.
 DECISIONS = ("deployed", "argmax")
 
-__all__ = ["DECISIONS", "SplitEvaluation", "evaluate", "evaluate_module", "evaluate_predictor", "load_module"]
+__all__ = [
+    "DECISIONS",
+    "ScoredScene",
+    "SplitEvaluation",
+    "evaluate",
+    "evaluate_module",
+    "evaluate_predictor",
+    "evaluate_scenes",
+    "load_module",
+]
+
+
+@dataclass(frozen=True)
+class ScoredScene:
+    """A scene to score: its image, its truth mask on the same grid and the rows to score.
+
+    Attributes:
+        image: the scene GeoTIFF (predicted whole, as ``rareseg infer`` does).
+        mask: uint8 class ids, 255 (or the file's nodata) = not scored.
+        rows: scored pixel rows ``[start, stop)``, or None for all of them.
+    """
+
+    image: Path
+    mask: Path
+    rows: tuple[int, int] | None = None
 
 
 @dataclass
@@ -236,21 +260,71 @@ def evaluate_predictor(
     scenes = data.scenes_of(split)
     if not scenes:
         raise DataError(f"{data_root}: the {split} split has no scenes")
+    scored = [ScoredScene(scene.image, scene.mask, data.split_rows(split, scene.height)) for scene in scenes]
+    return evaluate_scenes(
+        predictor,
+        scored,
+        class_names=data.class_names,
+        split=split,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        threshold=threshold,
+        calibration_bins=calibration_bins,
+        pr_bins=pr_bins,
+        progress=progress,
+    )
+
+
+def evaluate_scenes(
+    predictor: Predictor,
+    scenes: Sequence[ScoredScene],
+    *,
+    class_names: Sequence[str] | None = None,
+    split: str = "",
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 8,
+    threshold: float | None = None,
+    calibration_bins: int = 10,
+    pr_bins: int = 100,
+    progress: bool = True,
+) -> SplitEvaluation:
+    """Score a predictor on explicit scenes (what :func:`evaluate_predictor` does for a split of a root).
+
+    Each scene is predicted whole through the inference pass and its ``rows`` are scored under
+    both :data:`DECISIONS`; options are those of :func:`evaluate_predictor`.
+
+    Args:
+        predictor: the loaded model.
+        scenes: the scenes, their truth and scored rows; stems must be unique.
+        class_names: names of the classes (default: the checkpoint's).
+        split: name reported as the split.
+        tile: tile side in pixels.
+        overlap: pixels shared by neighbouring tiles.
+        batch_size: tiles per forward pass.
+        threshold: one threshold for every rare class in the deployed rule (default: calibrated).
+        calibration_bins: reliability bins over ``[0, 1]``.
+        pr_bins: bins (thresholds) of the precision-recall curves.
+        progress: show a tqdm bar over the scenes.
+
+    Raises:
+        DataError: a scene that is not a readable GeoTIFF with the checkpoint's band count.
+    """
+    check_options(tile, overlap, batch_size, 10.0, threshold)
     rare = predictor.select_rare_classes(None)
     thresholds, source = predictor.thresholds_for(rare, threshold)
-    result = SplitEvaluation.empty(
-        data.class_names, rare, split, dict(zip(rare, thresholds)), source, calibration_bins, pr_bins
-    )
+    names = list(class_names) if class_names is not None else list(predictor.class_names)
+    result = SplitEvaluation.empty(names, rare, split, dict(zip(rare, thresholds)), source, calibration_bins, pr_bins)
     options = {"tile": tile, "overlap": overlap, "batch_size": batch_size}
-    with tqdm(total=len(scenes), desc=f"evaluate {split}", unit="scene", disable=not progress) as bar:
+    with tqdm(total=len(scenes), desc=f"evaluate {split}".strip(), unit="scene", disable=not progress) as bar:
         for index, scene in enumerate(scenes):
 
             def advance(fraction: float, done: int = index) -> None:
                 bar.n = round(done + fraction, 2)
                 bar.refresh()
 
-            rows = data.split_rows(split, scene.height)
-            _score_scene(predictor, scene, rows, result, thresholds, advance, options)
+            _score_scene(predictor, scene, result, thresholds, advance, options)
         bar.n = len(scenes)
         bar.refresh()
     return result
@@ -258,22 +332,21 @@ def evaluate_predictor(
 
 def _score_scene(
     predictor: Predictor,
-    scene: Scene,
-    scored_rows: tuple[int, int],
+    scene: ScoredScene,
     result: SplitEvaluation,
     thresholds: Sequence[float],
     progress: Callable[[float], None],
     options: Mapping[str, int],
 ) -> None:
-    """Run one scene through the pass (``options``: tile, overlap, batch_size) and score its rows ``[start, stop)``."""
-    rare, stem = result.rare_classes, scene.stem
-    first, last = scored_rows
+    """Run one scene through the pass (``options``: tile, overlap, batch_size) and score its rows."""
+    rare, stem = result.rare_classes, Path(scene.image).stem
     with (
         rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
         open_scene(scene.image, predictor.in_channels) as src,
         rasterio.open(scene.mask) as truth_src,
     ):
         mask_nodata = truth_src.nodata
+        first, last = scene.rows if scene.rows is not None else (0, src.height)
 
         def score_rows(rows: BlendedRows) -> None:  # runs on the pass's background thread
             start, stop = max(rows.start, first), min(rows.stop, last)

@@ -5,7 +5,9 @@ the two-pass sharpness-aware ones (``"sam"``, ``"casm"``): the ascent pass runs 
 DDP gradient sync (its gradient is averaged explicitly), the descent pass runs with
 BatchNorm running statistics frozen inside the optimiser closure, and one
 ``optimizer.step(closure=...)`` per batch keeps ``trainer.global_step`` at one per batch.
-Validation/test steps return predictions for the metric callbacks.
+The sharpness-aware step perturbs either the whole loss (``sam_on="all"``) or only its
+rare-class part (``sam_on="rare"``, ImbSAM). Validation/test steps return predictions for the
+metric callbacks.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class RareSegModule(LightningModule):
         rho0: float = 0.05,
         kappa: float = 1.0,
         adaptive: bool = False,
+        radius_mode: Literal["fewer_rare", "more_rare"] = "fewer_rare",
+        rho_warmup_steps: int = 0,
+        sam_on: Literal["all", "rare"] = "all",
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: Literal["norm", "value"] = "norm",
         num_classes: int = 6,
@@ -94,6 +99,19 @@ class RareSegModule(LightningModule):
             rho0: CASM base radius.
             kappa: CASM rare-density gain (ignored for ``sam``).
             adaptive: ASAM's scale-invariant perturbation.
+            radius_mode: CASM radius ``rho0 * (1 + kappa * (1 - p_r))`` (``fewer_rare``, the seed) or
+                ``rho0 * (1 + kappa * p_r)`` (``more_rare``); see :func:`rareseg.optim.casm_rho`.
+            rho_warmup_steps: optimiser steps over which the radius ramps linearly from 0 to its
+                full value (0: no warm-up); see :class:`rareseg.optim.CASM`.
+            sam_on: what the sharpness-aware step perturbs. ``all`` (the seed): the whole loss.
+                ``rare`` (ImbSAM, Zhou et al. 2023): with the segmentation loss split as
+                ``L = L_rare + L_rest`` (``loss.split``, see :mod:`rareseg.losses`) and the
+                saliency term in the unperturbed part ``L_major = L_rest + aux_weight * BCE``, the
+                descent gradient is ``grad L_major(w) + grad L_rare(w + e)`` with
+                ``e = rho * grad L_rare(w) / (||grad L_rare(w)|| + eps')``. Needs ``sam``/``casm``
+                and a loss with ``split``; logs ``train/loss_rare``, ``train/loss_major`` (at ``w``)
+                and ``train/loss_rare_perturbed`` (at ``w + e``) every step. Costs 2 forward and 3
+                backward passes per step (``all``: 2 and 2).
             gradient_clip_val: clip gradients to this value/norm (None: no clipping).
             gradient_clip_algorithm: ``norm`` or ``value``.
             num_classes: K, linked from the datamodule.
@@ -109,6 +127,12 @@ class RareSegModule(LightningModule):
         super().__init__()
         if optimizer in {"sam", "casm"} and (rho0 < 0 or kappa < 0):
             raise ValueError(f"rho0 and kappa must be >= 0, got rho0={rho0}, kappa={kappa}")
+        if sam_on not in ("all", "rare"):
+            raise ValueError(f"sam_on must be 'all' or 'rare', got {sam_on!r}")
+        if sam_on == "rare" and optimizer == "adamw":
+            raise ValueError(
+                "sam_on='rare' perturbs the rare-class loss in a sharpness-aware step: use optimizer sam or casm"
+            )
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
         # Under the CLI the hparams hold the plug-ins' configs (class_path dicts), so
@@ -127,9 +151,17 @@ class RareSegModule(LightningModule):
             else SpatialAwareSegFormer(num_classes=num_classes, rare_classes=self.rare_classes, in_channels=in_channels)
         )
         self.criterion = loss if loss is not None else CrossEntropyLoss(ignore_index=ignore_index)
+        if getattr(self.criterion, "rare_classes", ()) is None:
+            self.criterion.rare_classes = self.rare_classes
+        if sam_on == "rare" and not callable(getattr(self.criterion, "split", None)):
+            raise ValueError(
+                "sam_on='rare' needs a loss that splits into a rare-class part and the rest (a split(logits, "
+                f"target, classes) method, see rareseg.losses); {type(self.criterion).__name__} has none"
+            )
         self.saliency_criterion = SaliencyBCELoss(self.rare_classes, ignore_index=ignore_index)
         self.aux_weight = aux_weight
         self.optimizer_name = optimizer
+        self.sam_on = sam_on
         self.base_optimizer = base_optimizer
         self.lr_scheduler = lr_scheduler
         self.ignore_index = ignore_index
@@ -143,12 +175,24 @@ class RareSegModule(LightningModule):
         """Total loss = segmentation loss + aux_weight * saliency BCE, with its terms."""
         segmentation = self.criterion(out.logits, target)
         terms = {"loss_seg": segmentation.detach()}
-        total = segmentation
-        if out.saliency_logits is not None and self.aux_weight > 0:
-            saliency = self.saliency_criterion(out.saliency_logits, target)
-            terms["loss_saliency"] = saliency.detach()
-            total = total + self.aux_weight * saliency
-        return total, terms
+        return self._plus_saliency(segmentation, out, target, terms), terms
+
+    def compute_split_loss(self, out: SegmentationOutput, target: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """``(L_rare, L_major, terms)``: the segmentation loss's rare-class part, and its rest plus the saliency term.
+
+        ``L_rare + L_major`` is :meth:`compute_loss`'s total; the saliency BCE goes to ``L_major``.
+        """
+        rare, rest = self.criterion.split(out.logits, target, self.rare_classes)
+        terms = {"loss_seg": (rare + rest).detach()}
+        return rare, self._plus_saliency(rest, out, target, terms), terms
+
+    def _plus_saliency(self, loss: Tensor, out: SegmentationOutput, target: Tensor, terms: dict[str, Tensor]) -> Tensor:
+        """``loss + aux_weight * saliency BCE`` (``loss`` alone without saliency output or weight); records the term."""
+        if out.saliency_logits is None or self.aux_weight <= 0:
+            return loss
+        saliency = self.saliency_criterion(out.saliency_logits, target)
+        terms["loss_saliency"] = saliency.detach()
+        return loss + self.aux_weight * saliency
 
     def rare_fraction(self, target: Tensor) -> Tensor:
         """p_r: rare-pixel share of the batch's valid pixels, summed over all ranks."""
@@ -186,6 +230,8 @@ class RareSegModule(LightningModule):
             self.manual_backward(loss)
             self._clip(optimizer)
             optimizer.step()
+        elif self.sam_on == "rare":
+            loss, terms = self._rare_sharpness_step(image, target, optimizer)
         else:
             p_r = self.rare_fraction(target)
             with optimizer.toggle_model(sync_grad=False):
@@ -210,6 +256,56 @@ class RareSegModule(LightningModule):
         for name, value in terms.items():
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=image.shape[0])
         return loss.detach()
+
+    def _rare_sharpness_step(self, image: Tensor, target: Tensor, optimizer: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """ImbSAM step: descent gradient ``grad L_major(w) + grad L_rare(w + e)``, ascent on ``L_rare`` only.
+
+        Pass 1 (no DDP sync, gradients averaged explicitly) backpropagates ``L_major`` and then
+        ``L_rare`` through the same graph: 1 forward, 2 backward. Pass 2 (BatchNorm statistics
+        frozen, DDP sync) backpropagates ``L_rare(w + e)`` plus the network outputs with weight 0,
+        so every parameter the full loss reaches takes part in DDP's gradient reduction (their
+        contribution is exactly 0); then ``grad L_major(w)`` is added, gradients are clipped and
+        the base optimiser steps: 1 forward, 1 backward.
+
+        Returns:
+            The loss ``L_rare(w) + L_major(w)`` (detached) and its terms for epoch logging.
+        """
+        p_r = self.rare_fraction(target)
+        with optimizer.toggle_model(sync_grad=False):
+            rare, major, terms = self.compute_split_loss(self(image), target)
+            optimizer.zero_grad()
+            self.manual_backward(major, retain_graph=True)
+            self._average_gradients()
+            major_grads = self._take_gradients()
+            self.manual_backward(rare)
+        self._average_gradients()
+        optimizer.optimizer.first_step(float(p_r), zero_grad=True)
+
+        def descent_closure() -> Tensor:
+            with frozen_batchnorm_stats(self.net):
+                out = self(image)
+                perturbed_rare, _ = self.criterion.split(out.logits, target, self.rare_classes)
+            outputs = [out.logits] if out.saliency_logits is None else [out.logits, out.saliency_logits]
+            self.manual_backward(perturbed_rare + 0.0 * sum(output.sum() for output in outputs))
+            for p, grad in major_grads:
+                p.grad = grad if p.grad is None else p.grad.add_(grad)
+            self._clip(optimizer)
+            self.log("train/loss_rare_perturbed", perturbed_rare.detach(), on_step=True, on_epoch=False)
+            return perturbed_rare
+
+        optimizer.step(closure=descent_closure)
+        self.log("train/p_r", p_r.float(), on_step=True, on_epoch=False)
+        self.log("train/rho", float(optimizer.optimizer.last_rho), on_step=True, on_epoch=False)
+        self.log("train/loss_rare", rare.detach(), on_step=True, on_epoch=False)
+        self.log("train/loss_major", major.detach(), on_step=True, on_epoch=False)
+        return (rare + major).detach(), terms
+
+    def _take_gradients(self) -> list[tuple[nn.Parameter, Tensor]]:
+        """Detach every parameter's gradient from it (``p.grad`` becomes None) and return them."""
+        taken = [(p, p.grad) for p in self.parameters() if p.grad is not None]
+        for p, _ in taken:
+            p.grad = None
+        return taken
 
     def on_train_epoch_end(self) -> None:
         """Step an epoch-interval LR scheduler."""
@@ -307,6 +403,8 @@ class RareSegModule(LightningModule):
                 rho0=self.hparams.rho0,
                 kappa=kappa,
                 adaptive=self.hparams.adaptive,
+                radius_mode=self.hparams.radius_mode,
+                rho_warmup_steps=self.hparams.rho_warmup_steps,
             )
         if self.lr_scheduler is None:
             return optimizer

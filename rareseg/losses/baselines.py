@@ -4,6 +4,9 @@ Every class takes ``class_frequencies`` first (the CLI links the datamodule's tr
 pixel frequencies into it) and ``ignore_index``; ``forward(logits (B, K, H, W), target (B, H, W))``
 returns a scalar. Only :class:`WeightedCrossEntropyLoss` uses the frequencies; the others accept
 and ignore them. Every loss gives a finite value and zero gradient on a batch with no valid pixel.
+The pixel-mean losses (:class:`CrossEntropyLoss`, :class:`WeightedCrossEntropyLoss`,
+:class:`FocalLoss`) also ``split(logits, target, classes)`` into the share of the pixels whose
+truth is in ``classes`` and the rest (see :mod:`rareseg.losses`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torch import nn
 from rareseg.core.conventions import IGNORE_INDEX
 
 from ._checks import check_logits_target, frequency_tensor
-from ._functional import inverse_frequency_weights
+from ._functional import inverse_frequency_weights, split_by_truth
 
 __all__ = [
     "CrossEntropyLoss",
@@ -50,8 +53,10 @@ class CrossEntropyLoss(nn.Module):
         self.ignore_index = ignore_index
         self.register_buffer("class_weights", None, persistent=False)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of a batch: logits ``(B, K, H, W)``, target ``(B, H, W)`` -> scalar."""
+    def _prepared(
+        self, logits: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Checked logits in at least float32, class weights in their dtype (or None) and the normaliser."""
         weights = self.class_weights
         num_classes = None if weights is None else weights.numel()
         check_logits_target(logits, target, self.ignore_index, num_classes)
@@ -61,8 +66,30 @@ class CrossEntropyLoss(nn.Module):
         if weights is not None:
             weights = weights.to(logits.dtype)
             pixel_weights = pixel_weights * weights[target.masked_fill(~valid, 0)]
+        return logits, weights, pixel_weights.sum().clamp_min(torch.finfo(logits.dtype).tiny)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of a batch: logits ``(B, K, H, W)``, target ``(B, H, W)`` -> scalar."""
+        logits, weights, denominator = self._prepared(logits, target)
         total = F.cross_entropy(logits, target, weight=weights, ignore_index=self.ignore_index, reduction="sum")
-        return total / pixel_weights.sum().clamp_min(torch.finfo(logits.dtype).tiny)
+        return total / denominator
+
+    def split(
+        self, logits: torch.Tensor, target: torch.Tensor, classes: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss as ``(part, rest)`` with ``part + rest = forward(logits, target)``.
+
+        ``part`` is the (weighted) CE sum of the valid pixels whose truth is in ``classes``,
+        ``rest`` that of the other valid pixels, each divided by the full loss's normaliser.
+
+        Args:
+            logits: ``(B, K, H, W)`` raw class scores.
+            target: ``(B, H, W)`` integer class ids or ``ignore_index``.
+            classes: class ids in ``[0, K)`` of ``part`` (usually the rare classes).
+        """
+        logits, weights, denominator = self._prepared(logits, target)
+        per_pixel = F.cross_entropy(logits, target, weight=weights, ignore_index=self.ignore_index, reduction="none")
+        return split_by_truth(per_pixel, target, classes, denominator, logits.shape[1])
 
 
 class WeightedCrossEntropyLoss(CrossEntropyLoss):
@@ -122,15 +149,36 @@ class FocalLoss(nn.Module):
         self.gamma = float(gamma)
         self.ignore_index = ignore_index
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Focal loss of a batch: logits ``(B, K, H, W)``, target ``(B, H, W)`` -> scalar."""
+    def _pixel_losses(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel focal losses (0 at ignored pixels) and the number of valid pixels (at least 1)."""
         check_logits_target(logits, target, self.ignore_index)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         valid = target != self.ignore_index
         per_pixel = softmax_focal_loss_with_logits(
             logits, target.masked_fill(~valid, 0), gamma=self.gamma, reduction="none"
         )
-        return (per_pixel * valid).sum() / valid.sum().clamp_min(1)
+        return per_pixel * valid, valid.sum().clamp_min(1)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Focal loss of a batch: logits ``(B, K, H, W)``, target ``(B, H, W)`` -> scalar."""
+        per_pixel, count = self._pixel_losses(logits, target)
+        return per_pixel.sum() / count
+
+    def split(
+        self, logits: torch.Tensor, target: torch.Tensor, classes: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss as ``(part, rest)`` with ``part + rest = forward(logits, target)``.
+
+        ``part`` is the focal-loss sum of the valid pixels whose truth is in ``classes``, ``rest``
+        that of the other valid pixels, each divided by the number of valid pixels.
+
+        Args:
+            logits: ``(B, K, H, W)`` raw class scores.
+            target: ``(B, H, W)`` integer class ids or ``ignore_index``.
+            classes: class ids in ``[0, K)`` of ``part`` (usually the rare classes).
+        """
+        per_pixel, count = self._pixel_losses(logits, target)
+        return split_by_truth(per_pixel, target, classes, count, logits.shape[1])
 
 
 class _CheckedMulticlass:

@@ -1,16 +1,21 @@
-"""CASM: sharpness-aware minimisation whose radius grows when a batch has few rare pixels.
+"""CASM: sharpness-aware minimisation whose radius adapts to the rare-pixel share of a batch.
 
 With ``p_r`` the fraction of the batch's valid pixels (summed over all ranks) that belong to a
-rare class and ``g`` the gradient of the loss at the weights ``w``:
+rare class, ``g`` the gradient of the loss at the weights ``w`` and ``t`` the number of steps
+taken before this one (0 at the first):
 
-    rho = rho0 * (1 + kappa * (1 - p_r))
+    rho = rho0 * (1 + kappa * (1 - p_r)) * r(t)           (``radius_mode="fewer_rare"``, the seed)
+    rho = rho0 * (1 + kappa * p_r) * r(t)                 (``radius_mode="more_rare"``, CC-SAM's direction)
+    r(t) = min(1, t / rho_warmup_steps)                   (1 when ``rho_warmup_steps = 0``, the seed)
     e   = rho * g / (||g|| + eps')                        (SAM direction)
     e   = rho * T^2 g / (||T g|| + eps'),  T = |w|        (ASAM, ``adaptive=True``)
     w+  = w + e;   g+ = grad L(w+);   w <- base_step(w, g+)
 
 ``||.||`` is the L2 norm over every parameter with a gradient, across all param groups.
-``kappa = 0`` is plain SAM. Batches poor in rare pixels search a wider neighbourhood, so the
-descent favours minima that stay flat for the rare classes.
+``kappa = 0`` is plain SAM. With ``"fewer_rare"`` batches poor in rare pixels search a wider
+neighbourhood; with ``"more_rare"`` batches rich in rare pixels do, so the rare classes' minima are
+flattened hardest (the class-conditional direction of CC-SAM). The warm-up ramps the radius
+linearly from 0 over the first ``rho_warmup_steps`` steps.
 """
 
 from __future__ import annotations
@@ -23,37 +28,67 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+RadiusMode = Literal["fewer_rare", "more_rare"]
+
 _ORIGIN = "casm_origin"
 """``self.state[p]`` key of the weights ``w`` saved by ``first_step`` until ``second_step``."""
 
 
-def _check_radius_args(rho0: float, kappa: float) -> None:
+def _check_radius_args(rho0: float, kappa: float, radius_mode: str = "fewer_rare") -> None:
     if not (math.isfinite(rho0) and rho0 >= 0):
         raise ValueError(f"CASM rho0 must be a finite number >= 0, got {rho0}")
     if not (math.isfinite(kappa) and kappa >= 0):
         raise ValueError(f"CASM kappa must be a finite number >= 0, got {kappa}")
+    if radius_mode not in ("fewer_rare", "more_rare"):
+        raise ValueError(f"CASM radius_mode must be 'fewer_rare' or 'more_rare', got {radius_mode!r}")
 
 
-def casm_rho(p_r: float, rho0: float, kappa: float) -> float:
-    """Perturbation radius ``rho = rho0 * (1 + kappa * (1 - p_r))``.
+def _check_warmup_steps(rho_warmup_steps: int) -> None:
+    if isinstance(rho_warmup_steps, bool) or not isinstance(rho_warmup_steps, int) or rho_warmup_steps < 0:
+        raise ValueError(f"CASM rho_warmup_steps must be an integer >= 0, got {rho_warmup_steps!r}")
+
+
+def casm_rho(p_r: float, rho0: float, kappa: float, radius_mode: RadiusMode = "fewer_rare") -> float:
+    """Perturbation radius ``rho0 * (1 + kappa * (1 - p_r))`` (``"fewer_rare"``) or ``rho0 * (1 + kappa * p_r)``.
 
     Args:
         p_r: rare-pixel fraction of the batch, in ``[0, 1]`` (a value outside, or NaN, is an
             error rather than clamped: it means the fraction was computed wrongly).
         rho0: base radius, ``>= 0``, in units of the parameters' L2 norm.
-        kappa: gain on the non-rare share, ``>= 0``; ``0`` gives SAM's constant radius.
+        kappa: gain, ``>= 0``; ``0`` gives SAM's constant radius.
+        radius_mode: ``"fewer_rare"`` (the seed: the radius grows as the rare share falls) or
+            ``"more_rare"`` (it grows with the rare share).
 
     Returns:
-        The radius, between ``rho0`` (``p_r = 1``) and ``rho0 * (1 + kappa)`` (``p_r = 0``).
+        The radius, between ``rho0`` and ``rho0 * (1 + kappa)``: ``"fewer_rare"`` reaches the top at
+        ``p_r = 0``, ``"more_rare"`` at ``p_r = 1``.
 
     Raises:
-        ValueError: ``p_r`` is outside ``[0, 1]`` or ``rho0``/``kappa`` is negative or not finite.
+        ValueError: ``p_r`` is outside ``[0, 1]``, ``rho0``/``kappa`` is negative or not finite, or
+            ``radius_mode`` is unknown.
     """
     p_r = float(p_r)
     if not 0.0 <= p_r <= 1.0:
         raise ValueError(f"CASM p_r must be a rare-pixel fraction in [0, 1], got {p_r}")
-    _check_radius_args(rho0, kappa)
-    return rho0 * (1.0 + kappa * (1.0 - p_r))
+    _check_radius_args(rho0, kappa, radius_mode)
+    share = 1.0 - p_r if radius_mode == "fewer_rare" else p_r
+    return rho0 * (1.0 + kappa * share)
+
+
+def rho_warmup_factor(step: int, rho_warmup_steps: int) -> float:
+    """Linear radius warm-up ``r(t) = min(1, t / rho_warmup_steps)``, 1 without warm-up.
+
+    Args:
+        step: steps taken before this one, ``t >= 0`` (0 at the first step, which gets radius 0).
+        rho_warmup_steps: steps over which the radius ramps up; 0 disables the warm-up.
+
+    Returns:
+        The factor in ``[0, 1]`` that multiplies the radius.
+    """
+    _check_warmup_steps(rho_warmup_steps)
+    if rho_warmup_steps == 0:
+        return 1.0
+    return min(1.0, step / rho_warmup_steps)
 
 
 def _global_norm(tensors: list[Tensor]) -> float:
@@ -81,9 +116,10 @@ class CASM(torch.optim.Optimizer):
 
     ``param_groups`` and ``state`` are the base optimiser's own objects, so LR schedulers,
     Lightning's ``LearningRateMonitor`` and checkpoints see a single optimiser. Every param group
-    carries ``rho0``, ``kappa`` and ``adaptive``; a callback may change them per group between
-    steps. :meth:`state_dict` is the base optimiser's (moments such as AdamW's ``exp_avg``, the
-    param groups with the CASM keys) plus ``skipped_steps``.
+    carries ``rho0``, ``kappa``, ``adaptive``, ``radius_mode`` and ``rho_warmup_steps``; a callback
+    may change them per group between steps. :meth:`state_dict` is the base optimiser's (moments
+    such as AdamW's ``exp_avg``, the param groups with the CASM keys) plus ``skipped_steps`` and
+    ``step_count`` (so a resumed warm-up continues where it stopped).
 
     ``w`` is saved before the ascent and copied back afterwards, so the descent starts from
     bit-identical weights (``w + e - e`` would round, badly so for low-precision weights).
@@ -106,6 +142,8 @@ class CASM(torch.optim.Optimizer):
         base_optimizer: the wrapped optimiser that makes the descent step.
         eps_prime: ``eps'`` added to the gradient norm.
         skipped_steps: number of steps skipped for a non-finite gradient norm.
+        step_count: number of :meth:`first_step` calls so far, skipped ones included (the ``t`` of
+            the radius warm-up).
         last_rho: radius of the first param group at the latest :meth:`first_step` (also when it
             was skipped; NaN before the first call).
         last_grad_norm: ``||g||`` (ASAM: ``||T g||``) at the latest :meth:`first_step`
@@ -120,13 +158,16 @@ class CASM(torch.optim.Optimizer):
         kappa: float = 1.0,
         eps_prime: float = 1e-12,
         adaptive: bool = False,
+        radius_mode: RadiusMode = "fewer_rare",
+        rho_warmup_steps: int = 0,
         **base_kwargs: Any,
     ) -> None:
         """Wrap a base optimiser.
 
         Args:
             params: parameters, or param-group dicts (which may set their own ``rho0``,
-                ``kappa``, ``adaptive`` and base-optimiser options such as ``lr``).
+                ``kappa``, ``adaptive``, ``radius_mode``, ``rho_warmup_steps`` and base-optimiser
+                options such as ``lr``).
             base_optimizer: a ``torch.optim.Optimizer`` subclass, or a callable that takes the
                 param groups (and ``base_kwargs``) and returns an optimiser, such as a
                 LightningCLI ``OptimizerCallable``.
@@ -134,6 +175,8 @@ class CASM(torch.optim.Optimizer):
             kappa: rare-density gain, ``>= 0``; ``0`` is plain SAM.
             eps_prime: ``eps' > 0`` added to the gradient norm.
             adaptive: ASAM's scale-invariant perturbation ``T = |w|``.
+            radius_mode: ``"fewer_rare"`` (the seed) or ``"more_rare"``, see :func:`casm_rho`.
+            rho_warmup_steps: steps over which the radius ramps linearly from 0 (0: no warm-up).
             **base_kwargs: passed to ``base_optimizer`` (``lr``, ``weight_decay``, ...).
 
         Raises:
@@ -141,7 +184,8 @@ class CASM(torch.optim.Optimizer):
             TypeError: ``base_optimizer`` is neither an optimiser class nor a callable building
                 one.
         """
-        _check_radius_args(rho0, kappa)
+        _check_radius_args(rho0, kappa, radius_mode)
+        _check_warmup_steps(rho_warmup_steps)
         if not (math.isfinite(eps_prime) and eps_prime > 0):
             raise ValueError(f"CASM eps_prime must be a finite number > 0, got {eps_prime}")
         is_class = isinstance(base_optimizer, type)
@@ -150,7 +194,14 @@ class CASM(torch.optim.Optimizer):
                 "CASM base_optimizer must be a torch.optim.Optimizer subclass or a callable returning one, got "
                 f"{base_optimizer!r}"
             )
-        super().__init__(params, {"rho0": rho0, "kappa": kappa, "adaptive": bool(adaptive)})
+        defaults = {
+            "rho0": rho0,
+            "kappa": kappa,
+            "adaptive": bool(adaptive),
+            "radius_mode": radius_mode,
+            "rho_warmup_steps": rho_warmup_steps,
+        }
+        super().__init__(params, defaults)
         casm_defaults = dict(self.defaults)
         base = base_optimizer(self.param_groups, **base_kwargs)
         if not isinstance(base, torch.optim.Optimizer):
@@ -160,6 +211,7 @@ class CASM(torch.optim.Optimizer):
         self._adopt_base_containers()
         self.eps_prime = eps_prime
         self.skipped_steps = 0
+        self.step_count = 0
         self.last_rho = math.nan
         self.last_grad_norm = math.nan
         self._pending_ascent: Literal["applied", "skipped"] | None = None
@@ -169,19 +221,21 @@ class CASM(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state
         for group in self.param_groups:
-            for key in ("rho0", "kappa", "adaptive"):
+            for key in ("rho0", "kappa", "adaptive", "radius_mode", "rho_warmup_steps"):
                 group.setdefault(key, self.defaults[key])
-            _check_radius_args(group["rho0"], group["kappa"])
+            _check_radius_args(group["rho0"], group["kappa"], group["radius_mode"])
+            _check_warmup_steps(group["rho_warmup_steps"])
 
     def rho(self, p_r: float, group: dict[str, Any] | None = None) -> float:
-        """Radius :func:`casm_rho` for a batch with rare-pixel fraction ``p_r``.
+        """Radius of the next step: :func:`casm_rho` times :func:`rho_warmup_factor` of ``step_count``.
 
         Args:
             p_r: rare-pixel fraction, in ``[0, 1]``.
-            group: param group whose ``rho0``/``kappa`` to use; the first group by default.
+            group: param group whose radius keys to use; the first group by default.
         """
         group = self.param_groups[0] if group is None else group
-        return casm_rho(p_r, group["rho0"], group["kappa"])
+        radius = casm_rho(p_r, group["rho0"], group["kappa"], group["radius_mode"])
+        return radius * rho_warmup_factor(self.step_count, group["rho_warmup_steps"])
 
     @torch.no_grad()
     def first_step(self, p_r: float, zero_grad: bool = False) -> bool:
@@ -208,6 +262,7 @@ class CASM(torch.optim.Optimizer):
                 "CASM.first_step called twice: call second_step (or step(closure)) after each first_step"
             )
         radii = [self.rho(p_r, group) for group in self.param_groups]
+        self.step_count += 1
         directions = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
@@ -296,12 +351,9 @@ class CASM(torch.optim.Optimizer):
         return loss
 
     def state_dict(self) -> dict[str, Any]:
-        """The base optimiser's state dict (moments, param groups with ``rho0``/``kappa``/``adaptive``), plus ``casm``.
-
-        ``casm`` holds ``skipped_steps``.
-        """
+        """The base optimiser's state dict (moments, param groups with the CASM keys) plus ``casm``."""
         state = self.base_optimizer.state_dict()
-        state["casm"] = {"skipped_steps": self.skipped_steps}
+        state["casm"] = {"skipped_steps": self.skipped_steps, "step_count": self.step_count}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -315,4 +367,5 @@ class CASM(torch.optim.Optimizer):
         self.base_optimizer.load_state_dict(state_dict)
         self._adopt_base_containers()
         self.skipped_steps = int(casm.get("skipped_steps", 0))
+        self.step_count = int(casm.get("step_count", 0))
         self._pending_ascent = None

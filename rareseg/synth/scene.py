@@ -4,8 +4,11 @@ Surface reflectance per class is a linear mixture of endmembers (green vegetatio
 soil, water, canopy, roofs) in the three LISS-IV bands (B2 green 0.52-0.59 um,
 B3 red 0.62-0.68 um, B4 NIR 0.77-0.86 um). Marsh (wetland) and flooded paddy are
 both vegetation/water mixtures, so wetland is spectrally between water and
-vegetation and overlaps paddy: only context separates them. Haze, the sensor's
-point-spread function, noise and 10-bit quantisation to DN follow.
+vegetation and overlaps paddy: only context separates them. The confusers of
+:mod:`rareseg.synth.confusers` add asphalt, moist soil, weedy margins and canals,
+floating plants, algae, sand, crop rows and shadows. Haze (patchy with the
+``texture`` confuser), the sensor's point-spread function, noise and 10-bit
+quantisation to DN follow.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,17 +28,23 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from rareseg.core.conventions import IGNORE_INDEX
+from rareseg.synth.confusers import CONFUSERS
 from rareseg.synth.landcover import (
+    ASPHALT,
     BUILT_UP,
     CROPLAND,
+    EARTH,
     FALLOW,
+    FLOATING_PLANTS,
     FOREST,
+    SAND,
     WATER,
+    WEEDY,
     WETLAND,
     LandCover,
     generate_landcover,
-    smooth_noise,
 )
+from rareseg.synth.noise import smooth_noise
 
 PIXEL_SIZE_M = 5.8
 CRS = "EPSG:32644"
@@ -78,7 +88,7 @@ def _water(turbidity: np.ndarray) -> np.ndarray:
 
 
 def surface_reflectance(cover: LandCover, rng: np.random.Generator) -> np.ndarray:
-    """Per-pixel surface reflectance of a land-cover layout.
+    """Per-pixel surface reflectance of a land-cover layout, lit by ``cover.light``.
 
     Args:
         cover: the scene's land cover.
@@ -94,46 +104,65 @@ def surface_reflectance(cover: LandCover, rng: np.random.Generator) -> np.ndarra
     brightness = np.clip(0.5 + 0.3 * smooth_noise(rng, shape, 80), 0, 1)
     turbidity = cover.turbidity
     flooded = cover.flooded
+    darkening = 1 - 0.55 * cover.moisture  # moist soil is darker in every band
 
-    crop = (1 - flooded) * _vegetation(np.clip(cover.vigour + 0.05 * medium, 0, 1)) + flooded * _water(0.6 * turbidity)
-    fallow = (1 - cover.vigour) * _soil(brightness) + cover.vigour * _vegetation(np.full(shape, 0.4, np.float32))
+    crop_vigour = np.clip(cover.vigour * (1 + 0.3 * cover.rows) + 0.05 * medium, 0, 1)
+    crop = (1 - flooded) * _vegetation(crop_vigour) + flooded * _water(0.6 * turbidity)
+    fallow_soil = _soil(np.clip(brightness * (1 + 0.15 * cover.rows), 0, 1)) * darkening
+    fallow = (1 - cover.vigour) * fallow_soil + cover.vigour * _vegetation(np.full(shape, 0.4, np.float32))
     canopy = np.array([0.045, 0.035, 0.29], np.float32)[:, None, None] * (1 + 0.12 * fine + 0.08 * medium)
     roofs = np.array([0.13, 0.145, 0.185], np.float32)[:, None, None] * (1 + 0.25 * fine)
     green_share = np.clip(0.15 + 0.1 * medium, 0, 0.4)
     built = (1 - green_share) * roofs + green_share * _vegetation(np.full(shape, 0.7, np.float32))
-    water = _water(turbidity) * (1 + 0.04 * fine)
+    algae = np.array([0.015, -0.004, 0.03], np.float32)[:, None, None] * cover.algae
+    water = (_water(turbidity) + algae) * (1 + 0.04 * fine)
     marsh = (1 - flooded) * _marsh_vegetation(cover.vigour) + flooded * _water(turbidity)
 
     reflectance = np.empty((3, *shape), dtype=np.float32)
-    for class_id, spectrum in (
+    spectra = (
         (CROPLAND, crop),
         (FALLOW, fallow),
         (FOREST, canopy),
         (BUILT_UP, built),
         (WATER, water),
         (WETLAND, marsh),
-    ):
+    )
+    for class_id, spectrum in spectra:
         where = classes == class_id
         reflectance[:, where] = np.broadcast_to(spectrum, (3, *shape))[:, where]
-    bunds = cover.parcel_edges
+    bunds = cover.parcel_edges & (cover.surface == 0)
     reflectance[:, bunds] = 0.5 * reflectance[:, bunds] + 0.5 * _soil(np.full(int(bunds.sum()), 0.4, np.float32))
+    asphalt = np.array([0.062, 0.068, 0.078], np.float32)[:, None, None] * (1 + 0.1 * fine)
+    wet_soil = _soil(np.full(shape, 0.3, np.float32)) * darkening
+    weedy = 0.45 * _marsh_vegetation(np.full(shape, 0.5, np.float32)) + 0.35 * wet_soil + 0.2 * _water(turbidity)
+    plants = 0.3 * _water(turbidity) + 0.7 * _marsh_vegetation(cover.vigour)
+    materials = ((ASPHALT, asphalt), (EARTH, _soil(np.full(shape, 0.75, np.float32))), (WEEDY, weedy))
+    materials += ((FLOATING_PLANTS, plants), (SAND, _soil(np.clip(brightness + 0.4, 0, 1))))
+    for material, spectrum in materials:
+        where = cover.surface == material
+        reflectance[:, where] = np.broadcast_to(spectrum, (3, *shape))[:, where]
     reflectance *= 1 + 0.03 * fine[None]
-    return reflectance
+    return reflectance * cover.light[None]
 
 
-def to_digital_numbers(reflectance: np.ndarray, rng: np.random.Generator, haze: float) -> np.ndarray:
+def to_digital_numbers(
+    reflectance: np.ndarray, rng: np.random.Generator, haze: float, patchy: bool = False
+) -> np.ndarray:
     """Apply haze, the sensor PSF, noise and 10-bit quantisation.
 
     Args:
         reflectance: (3, H, W) surface reflectance.
         rng: random generator.
         haze: scene haze strength (path-radiance reflectance added in green).
+        patchy: add patches of thin haze (1-3x the scene's haze over 150 px features).
 
     Returns:
         (3, H, W) uint16 DN in [1, 1023] (0 is reserved for nodata).
     """
     shape = reflectance.shape[1:]
     haze_field = haze * np.clip(0.6 + 0.4 * smooth_noise(rng, shape, 700, octaves=2), 0, None)
+    if patchy:
+        haze_field += haze * np.clip(1.5 * smooth_noise(rng, shape, 150, octaves=3) - 0.5, 0, 2)
     at_sensor = reflectance + haze_field[None] * np.array([1.0, 0.75, 0.4], np.float32)[:, None, None]
     at_sensor = ndimage.gaussian_filter(at_sensor, sigma=(0, 0.7, 0.7))
     at_sensor += rng.normal(0, 0.003, at_sensor.shape).astype(np.float32)
@@ -163,20 +192,23 @@ class SyntheticScene:
     mask: np.ndarray
 
 
-def generate_scene(size: int, seed: int) -> SyntheticScene:
+def generate_scene(size: int, seed: int, confusers: Collection[str] = tuple(CONFUSERS)) -> SyntheticScene:
     """Generate one LISS-IV-like scene.
 
     Args:
         size: side length in pixels (5.8 m each).
         seed: seed of the scene's random stream.
+        confusers: look-alikes of water and wetland to include (names of
+            :data:`rareseg.synth.confusers.CONFUSERS`; default all of them).
 
     Returns:
         The DN image and class mask; pixels outside the footprint are nodata.
     """
     rng = np.random.default_rng(seed)
     shape = (size, size)
-    cover = generate_landcover(rng, shape, rng.uniform(0.025, 0.042), rng.uniform(0.007, 0.015))
-    dn = to_digital_numbers(surface_reflectance(cover, rng), rng, haze=rng.uniform(0.005, 0.04))
+    cover = generate_landcover(rng, shape, rng.uniform(0.025, 0.042), rng.uniform(0.007, 0.015), confusers)
+    reflectance = surface_reflectance(cover, rng)
+    dn = to_digital_numbers(reflectance, rng, haze=rng.uniform(0.005, 0.04), patchy="texture" in confusers)
     valid = _footprint(rng, shape)
     dn[:, ~valid] = IMAGE_NODATA
     mask = np.where(valid, cover.classes, MASK_IGNORE).astype(np.uint8)
@@ -237,6 +269,7 @@ def generate_dataset(
     preview: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    confusers: Collection[str] = tuple(CONFUSERS),
 ) -> Path:
     """Write a synthetic LISS-IV dataset root (images/, masks/, classes.yaml).
 
@@ -251,6 +284,7 @@ def generate_dataset(
         preview: also write ``previews/<scene>.png`` false-colour (NIR-R-G) renderings.
         overwrite: replace an existing root.
         progress: show a tqdm progress bar.
+        confusers: look-alikes of water and wetland to include (see :func:`generate_scene`).
 
     Returns:
         The dataset root.
@@ -267,7 +301,7 @@ def generate_dataset(
         (staging / "images").mkdir()
         (staging / "masks").mkdir()
         for index in tqdm(range(num_scenes), desc="synth scenes", disable=not progress):
-            scene = generate_scene(size, seed * 1000 + index)
+            scene = generate_scene(size, seed * 1000 + index, confusers)
             name = f"scene_{index:02d}.tif"
             write_scene(scene, staging / "images" / name, staging / "masks" / name, scene_transform(index, size))
             if preview:

@@ -257,3 +257,130 @@ def test_reads_the_metrics_rare_class_metrics_logs(tmp_path: Path) -> None:
     assert babysitter.best_score == pytest.approx(0.25)
     assert babysitter.best_guard == pytest.approx(0.75)
     assert history.gain == {0: 1.0, 1: 1.0, 2: 2.0, 3: 4.0}
+
+
+# --- patience in optimiser steps and a warm-up
+
+
+class ScriptedPerValidation(ScriptedRegression):
+    """Logs ``scores[k]`` at the ``k``-th validation (0-based), however often validation runs."""
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__(scores, [])
+        self.validations = 0
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/score", self.scores[self.validations])
+
+    def on_validation_epoch_end(self) -> None:
+        self.validations += 1
+
+
+class GainPerStep(Callback):
+    """The knob value in effect for each optimiser step (keyed by the global step it starts from)."""
+
+    def __init__(self) -> None:
+        self.gain: dict[int, float] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.gain[trainer.global_step] = pl_module.gain
+
+
+@pytest.mark.parametrize(("warmup_steps", "turn_steps"), [(0, (5, 8)), (7, (7, 10))])
+def test_patience_in_steps_with_validation_after_every_step(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, warmup_steps: int, turn_steps: tuple[int, int]
+) -> None:
+    # validation after every batch, so validation k (1-based) sees global_step k. Improvements at steps 1 and 2;
+    # patience 3 steps: 5 - 2 >= 3 turns at step 5 and, the wait restarting there, again at step 8.
+    # With warm-up 7 the turn due at step 5 waits until step 7 (7 - 2 >= 3), the next comes at 10.
+    module = ScriptedPerValidation([0.5, 0.6] + [0.6] * 10)
+    babysitter = Babysitter(
+        knobs=[Knob("gain", factor=2.0)],
+        monitor="val/score",
+        guard=None,
+        patience=100,
+        patience_steps=3,
+        warmup_steps=warmup_steps,
+        cooldown=0,
+    )
+    history = GainPerStep()
+    with caplog.at_level(logging.INFO):
+        _fit(tmp_path, module, [babysitter, history], max_epochs=5, val_check_interval=1, num_sanity_val_steps=0)
+    first, second = turn_steps
+    expected = {step: 1.0 if step < first else 2.0 if step < second else 4.0 for step in range(10)}
+    assert history.gain == expected
+    assert babysitter.best_step == 2 and babysitter.best_score == pytest.approx(0.6)
+    assert babysitter.wait_start_step == second
+    messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Babysitter")]
+    assert messages[0].endswith(f"val/score has not improved on 0.6 for {first - 2} steps; turned gain 1 -> 2")
+
+
+def test_warmup_holds_back_validation_count_patience(tmp_path: Path) -> None:
+    # two steps per epoch: validation e sees step 2(e + 1). Patience 1 is used up from epoch 1 (step 4),
+    # but the warm-up of 7 steps holds every turn back until epoch 3 (step 8); cooldown 0 turns again at 4, 5.
+    module = ScriptedRegression(scores=[0.5] * 6, guards=[0.9] * 6)
+    babysitter = Babysitter(
+        knobs=[Knob("gain", factor=2.0)], monitor="val/score", guard=None, patience=1, cooldown=0, warmup_steps=7
+    )
+    history = History()
+    _fit(tmp_path, module, [babysitter, history], max_epochs=6)
+    assert history.gain == {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0, 4: 2.0, 5: 4.0}
+
+
+def test_resume_continues_the_step_schedule(tmp_path: Path) -> None:
+    # two steps per epoch, best at epoch 0 (step 2), patience 3 steps, warm-up 9 steps, cooldown 1:
+    # turn at epoch 4 (step 10), cooldown at epoch 5 (step 12), turn at epoch 7 (step 16)
+    scores, guards = [0.5] * 8, [0.9] * 8
+
+    def make() -> tuple[ScriptedRegression, Babysitter, History]:
+        knob = Knob("gain", factor=2.0, maximum=8.0)
+        babysitter = Babysitter(
+            knobs=[knob], monitor="val/score", guard="val/guard", patience_steps=3, warmup_steps=9, cooldown=1
+        )
+        return ScriptedRegression(scores, guards), babysitter, History()
+
+    module, babysitter_full, full = make()
+    _fit(tmp_path / "full", module, [babysitter_full, full], max_epochs=8)
+    assert full.gain == {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 2.0, 6: 2.0, 7: 2.0}
+    assert babysitter_full.applied == {"gain": [4.0]} and babysitter_full.wait_start_step == 16
+
+    module, babysitter, first = make()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    _fit(tmp_path / "part", module, [babysitter, first, checkpoint], max_epochs=5)
+    saved = torch.load(checkpoint.last_model_path, weights_only=False)["callbacks"][babysitter.state_key]
+    assert (saved["wait_start_step"], saved["best_step"], saved["cooldown_counter"]) == (10, 2, 1)
+
+    module, babysitter_resumed, second = make()
+    resumed_checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    _fit(
+        tmp_path / "part",
+        module,
+        [babysitter_resumed, second, resumed_checkpoint],
+        max_epochs=8,
+        ckpt_path=checkpoint.last_model_path,
+    )
+    assert second.gain == {5: 2.0, 6: 2.0, 7: 2.0}
+    assert babysitter_resumed.state_dict() == babysitter_full.state_dict()
+
+
+def test_state_saved_before_step_patience_existed_loads() -> None:
+    babysitter = Babysitter(knobs=[Knob("gain", factor=2.0)], monitor="val/score", guard=None, patience_steps=4)
+    old = Babysitter(knobs=[Knob("gain", factor=2.0)], monitor="val/score", guard=None).state_dict()
+    del old["wait_start_step"], old["best_step"]
+    babysitter.load_state_dict(old)
+    assert (babysitter.wait_start_step, babysitter.best_step) == (0, None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"patience_steps": 0}, "patience_steps must be None or an integer >= 1"),
+        ({"patience_steps": 2.5}, "patience_steps must be None or an integer >= 1"),
+        ({"patience_steps": True}, "patience_steps must be None or an integer >= 1"),
+        ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0"),
+        ({"warmup_steps": 1.5}, "warmup_steps must be an integer >= 0"),
+    ],
+)
+def test_bad_step_arguments_fail_at_construction(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Babysitter(knobs=[Knob("gain", factor=2.0)], **kwargs)

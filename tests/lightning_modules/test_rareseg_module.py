@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from rareseg.lightning_modules import RareSegModule, check_precision, frozen_batchnorm_stats
 from rareseg.losses import CrossEntropyLoss
@@ -62,14 +62,13 @@ class FixedData(LightningDataModule):
 
 def _module(optimizer: str = "casm", norm: str = "batch", **kwargs) -> RareSegModule:
     torch.manual_seed(0)
+    defaults = dict(loss=CrossEntropyLoss(), base_optimizer=partial(torch.optim.AdamW, lr=1e-2))
     return RareSegModule(
         net=TinyNet(norm=norm),
-        loss=CrossEntropyLoss(),
         optimizer=optimizer,
-        base_optimizer=partial(torch.optim.AdamW, lr=1e-2),
         num_classes=3,
         rare_classes=(2,),
-        **kwargs,
+        **{**defaults, **kwargs},
     )
 
 
@@ -237,3 +236,202 @@ def test_nan_loss_is_caught_by_the_guard_not_by_a_check_in_the_loss(tmp_path: Pa
     assert all(torch.equal(a, b) for a, b in zip(snapshots[0], snapshots[1]))  # the NaN batch changed nothing
     assert not all(torch.equal(a, b) for a, b in zip(snapshots[1], snapshots[2]))  # the next one trains
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+# --- variants: perturbation on the rare-class loss only (ImbSAM), radius mode and warm-up, large radii
+
+
+class StepLog(Callback):
+    """Records ``train/*`` step metrics and CASM's radius after every training batch."""
+
+    def __init__(self) -> None:
+        self.metrics: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        self.metrics.append(logged)
+
+
+def _valid_sum_ce(logits: torch.Tensor, target: torch.Tensor, classes: set[int]) -> torch.Tensor:
+    """Sum of -log softmax at the truth over the valid pixels whose truth is in ``classes``, / all valid pixels."""
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    valid = target != 255
+    chosen = valid & torch.isin(target, torch.tensor(sorted(classes)))
+    return per_pixel[chosen].sum() / valid.sum()
+
+
+def _hand_imbsam_step(rho: float, lr: float, aux_weight: float) -> list[torch.Tensor]:
+    """One ImbSAM step with SGD by hand in float64 on the first FixedData batch (rare class 2, GroupNorm net)."""
+    torch.manual_seed(0)
+    net = TinyNet(norm="group").double()
+    data = FixedBatches()
+    x, y = data.images[:2].double(), data.masks[:2]
+    params = list(net.parameters())
+    w = [p.detach().clone() for p in params]
+
+    def grads(loss: torch.Tensor) -> list[torch.Tensor]:
+        found = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, found)]
+
+    out = net(x)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        out.saliency_logits, (y == 2).double().unsqueeze(1), reduction="none"
+    )
+    saliency = (bce * (y != 255).unsqueeze(1)).sum() / (y != 255).sum()
+    g_major = grads(_valid_sum_ce(out.logits, y, {0, 1}) + aux_weight * saliency)
+    g_rare = grads(_valid_sum_ce(out.logits, y, {2}))
+    norm = torch.sqrt(sum((g**2).sum() for g in g_rare))
+    with torch.no_grad():
+        for p, wi, g in zip(params, w, g_rare):
+            p.copy_(wi + rho * g / (norm + 1e-12))
+    g_rare_plus = grads(_valid_sum_ce(net(x).logits, y, {2}))
+    return [wi - lr * (a + b) for wi, a, b in zip(w, g_major, g_rare_plus)]
+
+
+@pytest.mark.parametrize("aux_weight", [0.0, 0.1])
+def test_rare_only_perturbation_step_equals_hand_written_imbsam(tmp_path, aux_weight) -> None:
+    module = _module(
+        "sam",
+        norm="group",
+        sam_on="rare",
+        rho0=0.3,
+        aux_weight=aux_weight,
+        base_optimizer=partial(torch.optim.SGD, lr=0.1),
+    )
+    trainer = _trainer(tmp_path, max_steps=1, enable_checkpointing=False, precision="64-true")
+    trainer.fit(module, FixedData())
+    expected = _hand_imbsam_step(rho=0.3, lr=0.1, aux_weight=aux_weight)
+    for (name, p), e in zip(module.net.named_parameters(), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-10, atol=1e-12, msg=name)
+    # differs from plain SAM on the whole loss
+    sam = _module("sam", norm="group", rho0=0.3, aux_weight=aux_weight, base_optimizer=partial(torch.optim.SGD, lr=0.1))
+    _trainer(tmp_path / "sam", max_steps=1, enable_checkpointing=False, precision="64-true").fit(sam, FixedData())
+    assert not torch.allclose(sam.net.head.weight, module.net.head.weight, rtol=1e-6, atol=0)
+
+
+def test_rare_only_step_logs_its_parts_and_counts_one_step_per_batch(tmp_path) -> None:
+    from rareseg.losses import ARBTLoss
+
+    module = _module("casm", sam_on="rare", loss=ARBTLoss([0.4, 0.4, 0.2], focal_on="rare", ce_weight=0.5))
+    assert module.criterion.rare_classes == (2,)
+    log = StepLog()
+    trainer = _trainer(tmp_path, max_steps=3, enable_checkpointing=False, callbacks=[log])
+    trainer.fit(module, FixedData(n=16))
+    assert trainer.global_step == 3 and len(log.metrics) == 3
+    for metrics in log.metrics:
+        assert {"train/loss_rare", "train/loss_major", "train/loss_rare_perturbed", "train/rho", "train/p_r"} <= set(
+            metrics
+        )
+        total = metrics["train/loss_rare"] + metrics["train/loss_major"]
+        assert metrics["train/loss_step"] == pytest.approx(total, rel=1e-6)
+        assert metrics["train/rho"] == pytest.approx(0.05 * (2 - metrics["train/p_r"]), rel=1e-6)
+
+
+def test_rare_only_step_keeps_batchnorm_stats_of_the_first_pass(tmp_path) -> None:
+    module = _module("casm", sam_on="rare")
+    _trainer(tmp_path, max_steps=1, enable_checkpointing=False).fit(module, FixedData())
+    # one BN update (momentum 0.1) from the first pass only; the second pass is frozen
+    torch.manual_seed(0)
+    fresh = TinyNet()
+    fresh.train()
+    fresh(FixedBatches().images[:2])
+    torch.testing.assert_close(module.net.body[1].running_mean, fresh.body[1].running_mean)
+    torch.testing.assert_close(module.net.body[1].running_var, fresh.body[1].running_var)
+
+
+def test_module_hands_its_rare_classes_to_a_loss_that_has_none() -> None:
+    from rareseg.losses import ARBTLoss
+
+    handed = _module(loss=ARBTLoss([0.4, 0.4, 0.2], focal_on="rare"))
+    assert handed.criterion.rare_classes == (2,)
+    kept = _module(loss=ARBTLoss([0.4, 0.4, 0.2], focal_on="rare", rare_classes=[1]))
+    assert kept.criterion.rare_classes == (1,)
+    assert not hasattr(_module().criterion, "rare_classes")  # CE has no such attribute and gets none
+
+
+def test_rare_only_needs_a_splittable_loss_and_a_sharpness_aware_optimizer() -> None:
+    from rareseg.losses import DiceLoss
+
+    with pytest.raises(ValueError, match="sam_on='rare' needs a loss that splits .* DiceLoss has none"):
+        _module("casm", sam_on="rare", loss=DiceLoss())
+    with pytest.raises(ValueError, match="sam_on='rare' .* use optimizer sam or casm"):
+        _module("adamw", sam_on="rare")
+    with pytest.raises(ValueError, match="sam_on must be 'all' or 'rare'"):
+        _module("casm", sam_on="minor")
+
+
+def test_more_rare_radius_with_warmup_is_what_casm_uses_and_logs(tmp_path) -> None:
+    module = _module("casm", kappa=2.0, radius_mode="more_rare", rho_warmup_steps=2)
+    log = StepLog()
+    trainer = _trainer(tmp_path, max_steps=4, enable_checkpointing=False, callbacks=[log])
+    trainer.fit(module, FixedData(n=16))
+    optimizer = module.optimizers().optimizer
+    assert optimizer.param_groups[0]["radius_mode"] == "more_rare" and optimizer.step_count == 4
+    for step, metrics in enumerate(log.metrics):
+        expected = 0.05 * (1 + 2.0 * metrics["train/p_r"]) * min(1.0, step / 2)
+        assert metrics["train/rho"] == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    assert log.metrics[0]["train/rho"] == 0.0
+
+
+@pytest.mark.parametrize("sam_on", ["all", "rare"])
+def test_large_radius_trains_with_finite_weights(tmp_path, sam_on) -> None:
+    module = _module("casm", rho0=0.8, sam_on=sam_on)
+    log = StepLog()
+    trainer = _trainer(tmp_path, max_steps=4, enable_checkpointing=False, callbacks=[log])
+    trainer.fit(module, FixedData(n=16))
+    assert trainer.global_step == 4 and module.optimizers().optimizer.skipped_steps == 0
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    assert [m["train/rho"] for m in log.metrics] == pytest.approx([0.8 * (2 - m["train/p_r"]) for m in log.metrics])
+
+
+def test_resume_mid_warmup_with_rare_only_perturbation_reaches_the_same_weights(tmp_path) -> None:
+    options = {"sam_on": "rare", "radius_mode": "more_rare", "rho_warmup_steps": 6}
+    straight = _module("casm", **options)
+    _trainer(tmp_path / "a", max_epochs=2, enable_checkpointing=False).fit(straight, FixedData())
+
+    first = _module("casm", **options)
+    trainer = _trainer(tmp_path / "b", max_epochs=1, enable_checkpointing=False)
+    trainer.fit(first, FixedData())
+    assert first.optimizers().optimizer.step_count == 4
+    trainer.save_checkpoint(tmp_path / "mid.ckpt")
+    resumed = _module("casm", **options)
+    _trainer(tmp_path / "c", max_epochs=2, enable_checkpointing=False).fit(
+        resumed, FixedData(), ckpt_path=tmp_path / "mid.ckpt"
+    )
+    assert resumed.optimizers().optimizer.step_count == 8
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+class InterleavedRanks(FixedData):
+    """Rank ``r`` of ``W`` reads samples ``r, r + W, ...`` in order: global batch ``k`` is one process's batch ``k``."""
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        indices = list(range(rank, len(self.dataset), world))
+        return DataLoader(Subset(self.dataset, indices), batch_size=self.batch_size, shuffle=False)
+
+
+@pytest.mark.slow
+def test_ddp_rare_only_perturbation_equals_one_process_on_the_concatenated_batch(tmp_path) -> None:
+    single = _module(norm="group", sam_on="rare")
+    single_trainer = _trainer(tmp_path / "one", max_steps=2, enable_checkpointing=False)
+    single_trainer.fit(single, FixedData(batch_size=4, n=8))
+
+    # two steps: a parameter left out of the first step's synced backward would fail DDP's reducer at the second
+    ddp = _module(norm="group", sam_on="rare")
+    ddp_trainer = _trainer(
+        tmp_path / "two",
+        max_steps=2,
+        enable_checkpointing=False,
+        devices=2,
+        strategy="ddp_spawn",
+        deterministic=False,
+        use_distributed_sampler=False,
+        callbacks=[CloseProcessGroupAtExit()],
+    )
+    ddp_trainer.fit(ddp, InterleavedRanks(batch_size=2, n=8))
+    p_r_single = single_trainer.callback_metrics["train/p_r"].item()
+    assert ddp_trainer.callback_metrics["train/p_r"].item() == pytest.approx(p_r_single, rel=1e-6)
+    for (name, a), b in zip(single.state_dict().items(), ddp.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

@@ -10,7 +10,14 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from rareseg.losses import ARBTLoss, arbt_alpha, arbt_loss, inverse_frequency_weights, one_hot_valid
+from rareseg.losses import (
+    ARBTLoss,
+    arbt_alpha,
+    arbt_loss,
+    inverse_frequency_weights,
+    one_hot_valid,
+    tversky_error_weights,
+)
 
 IGNORE = 255
 # classes 0-2 occur in the batches below, class 3 is rare in training but absent from them,
@@ -18,18 +25,25 @@ IGNORE = 255
 FREQS = [0.5, 0.3, 0.15, 0.05, 0.0]
 
 
-def reference_arbt(logits, target, freqs, eta, delta, lam, gamma, eps, alpha_on):
-    """The ARBT formula as rareseg.losses.ARBTLoss (and arbt_loss) state it, written with explicit float64 loops."""
+def reference_arbt_parts(
+    logits, target, freqs, eta, delta, lam, gamma, eps, alpha_on, *, alpha_max=1.0, focal=None, ce_weight=0.0, part=()
+):
+    """The ARBT formula as rareseg.losses.ARBTLoss (and arbt_loss) state it, and its variants, in float64 loops.
+
+    ``focal``: classes of the pixel term (None: all); ``part``: classes whose region and pixel terms,
+    and whose pixels' CE, go to the first returned value, everything else to the second.
+    """
     logits = np.asarray(logits, dtype=np.float64)
     target = np.asarray(target)
     batch, classes, height, width = logits.shape
     f = np.asarray(freqs, dtype=np.float64)
-    alpha = [1.0 - (f[c] / f.max()) ** eta for c in range(classes)]
+    alpha = [min(1.0 - (f[c] / f.max()) ** eta, alpha_max) for c in range(classes)]
     raw = [(f[c] + eps) ** -delta if f[c] > 0 else 0.0 for c in range(classes)]
     present = sum(1 for c in range(classes) if f[c] > 0)
     w = [r * present / sum(raw) for r in raw]
-    tp, fp, fn = [0.0] * classes, [0.0] * classes, [0.0] * classes
-    pixel_sum, n_valid = 0.0, 0
+    focal = range(classes) if focal is None else focal
+    tp, fp, fn, pixel_sum = [0.0] * classes, [0.0] * classes, [0.0] * classes, [0.0] * classes
+    ce_part, ce_rest, n_valid = 0.0, 0.0, 0
     for b in range(batch):
         for y in range(height):
             for x in range(width):
@@ -40,17 +54,38 @@ def reference_arbt(logits, target, freqs, eta, delta, lam, gamma, eps, alpha_on)
                 scores = logits[b, :, y, x]
                 e = [math.exp(s - scores.max()) for s in scores]
                 p = [v / sum(e) for v in e]
+                if label in part:
+                    ce_part -= math.log(p[label])
+                else:
+                    ce_rest -= math.log(p[label])
                 for c in range(classes):
                     g = 1.0 if label == c else 0.0
                     tp[c] += p[c] * g
                     fp[c] += p[c] * (1.0 - g)
                     fn[c] += (1.0 - p[c]) * g
-                    pixel_sum += abs(p[c] - g) ** gamma
-    loss = 0.0
+                    pixel_sum[c] += abs(p[c] - g) ** gamma
+    first = ce_weight * (ce_part / n_valid if n_valid else 0.0)
+    second = ce_weight * (ce_rest / n_valid if n_valid else 0.0)
     for c in range(classes):
-        a_fp, a_fn = (alpha[c], 1.0 - alpha[c]) if alpha_on == "fp" else (1.0 - alpha[c], alpha[c])
-        loss += w[c] * (1.0 - tp[c] / (tp[c] + a_fp * fp[c] + a_fn * fn[c] + eps))
-    return loss + lam * (pixel_sum / n_valid if n_valid else 0.0)
+        if alpha_on == "fp":
+            a_fp, a_fn = alpha[c], 1.0 - alpha[c]
+        elif alpha_on == "fn":
+            a_fp, a_fn = 1.0 - alpha[c], alpha[c]
+        else:
+            a_fp, a_fn = 1.0 - alpha[c] / 2, 0.5 + alpha[c] / 2
+        term = w[c] * (1.0 - tp[c] / (tp[c] + a_fp * fp[c] + a_fn * fn[c] + eps))
+        if c in focal:
+            term += lam * (pixel_sum[c] / n_valid if n_valid else 0.0)
+        if c in part:
+            first += term
+        else:
+            second += term
+    return first, second
+
+
+def reference_arbt(logits, target, freqs, eta, delta, lam, gamma, eps, alpha_on, **variant):
+    """The whole loss of :func:`reference_arbt_parts`."""
+    return sum(reference_arbt_parts(logits, target, freqs, eta, delta, lam, gamma, eps, alpha_on, **variant))
 
 
 def random_batch(seed, classes=5, occurring=3, size=(2, 6, 7), scale=3.0):
@@ -252,3 +287,168 @@ def test_frequencies_are_linked_by_keyword():
         warnings.simplefilter("error")
         criterion = ARBTLoss(class_frequencies=(0.7, 0.2, 0.1))
     assert criterion.class_frequencies == pytest.approx((0.7, 0.2, 0.1))
+
+
+# --- variants: bounded alpha, both error terms weighted, focal term on rare classes, compound CE, split
+
+
+VARIANTS = [
+    {"alpha_on": "fn", "alpha_max": 0.7},
+    {"alpha_on": "both"},
+    {"alpha_on": "both", "alpha_max": 0.6},
+    {"alpha_on": "fp", "focal_on": "rare", "rare_classes": (2, 3)},
+    {"alpha_on": "fp", "ce_weight": 1.0},
+    {"alpha_on": "fn", "alpha_max": 0.8, "focal_on": "rare", "rare_classes": (1, 2), "ce_weight": 0.5},
+]
+
+
+def in_float64(criterion):
+    """The loss with its buffers recomputed in float64 (they are created in float32; the setters recompute)."""
+    criterion = criterion.double()
+    criterion.eta, criterion.delta = criterion.eta, criterion.delta
+    return criterion
+
+
+def _reference_kwargs(variant):
+    return {
+        "alpha_max": variant.get("alpha_max", 1.0),
+        "focal": variant.get("rare_classes") if variant.get("focal_on") == "rare" else None,
+        "ce_weight": variant.get("ce_weight", 0.0),
+    }
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
+def test_variants_match_float64_reference(variant):
+    logits, target = random_batch(seed=21)
+    eta, delta, lam, gamma, eps = 1.5, 0.5, 0.3, 2.0, 1e-6
+    with pytest.warns(UserWarning):
+        criterion = in_float64(ARBTLoss(FREQS, eta=eta, delta=delta, lam=lam, gamma=gamma, eps=eps, **variant))
+    alpha_on = variant["alpha_on"]
+    expected = reference_arbt(
+        logits, target, FREQS, eta, delta, lam, gamma, eps, alpha_on, **_reference_kwargs(variant)
+    )
+    assert criterion(logits, target).item() == pytest.approx(expected, rel=1e-12)
+    for seed_alpha_on in ("fp", "fn"):  # the variant differs from both seed forms on this batch
+        assert abs(expected - reference_arbt(logits, target, FREQS, eta, delta, lam, gamma, eps, seed_alpha_on)) > 1e-3
+
+
+@pytest.mark.parametrize("variant", [{"alpha_on": "fp"}, *VARIANTS], ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
+@pytest.mark.parametrize("part", [(3, 4), (1, 2), (0,)])
+def test_split_parts_match_reference_and_sum_to_the_loss(variant, part):
+    logits, target = random_batch(seed=22)
+    eta, delta, lam, gamma, eps = 1.0, 0.5, 0.2, 1.5, 1e-6
+    with pytest.warns(UserWarning):
+        criterion = in_float64(ARBTLoss(FREQS, eta=eta, delta=delta, lam=lam, gamma=gamma, eps=eps, **variant))
+    first, second = reference_arbt_parts(
+        logits, target, FREQS, eta, delta, lam, gamma, eps, variant["alpha_on"], part=part, **_reference_kwargs(variant)
+    )
+    rare, rest = criterion.split(logits, target, part)
+    assert rare.item() == pytest.approx(first, rel=1e-12)
+    assert rest.item() == pytest.approx(second, rel=1e-12)
+    assert (rare + rest).item() == pytest.approx(criterion(logits, target).item(), rel=1e-12)
+
+
+def test_bounded_alpha_hand_values():
+    f = torch.tensor([0.64, 0.16, 0.04, 0.16, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(
+        arbt_alpha(f, 1.0, alpha_max=0.8), torch.tensor([0, 0.75, 0.8, 0.75, 0.8], dtype=f.dtype)
+    )
+    assert torch.equal(arbt_alpha(f, 1.0, alpha_max=1.0), arbt_alpha(f, 1.0))
+    criterion = ARBTLoss([0.8, 0.2], eta=1.0, alpha_on="fn", alpha_max=0.5)
+    torch.testing.assert_close(criterion.alpha, torch.tensor([0.0, 0.5]))
+    criterion.alpha_max = 0.6  # a knob may turn it: the buffer follows
+    torch.testing.assert_close(criterion.alpha, torch.tensor([0.0, 0.6]))
+    criterion.eta = 2.0  # 1 - 0.25^2 = 0.9375, still capped
+    torch.testing.assert_close(criterion.alpha, torch.tensor([0.0, 0.6]))
+
+
+def test_tversky_error_weights_hand_values():
+    alpha = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    expected = {
+        "fp": ([0, 0.5, 1], [1, 0.5, 0]),
+        "fn": ([1, 0.5, 0], [0, 0.5, 1]),
+        "both": ([1, 0.75, 0.5], [0.5, 0.75, 1]),
+    }
+    for alpha_on, (a, b) in expected.items():
+        fp_weight, fn_weight = tversky_error_weights(alpha, alpha_on)
+        torch.testing.assert_close(fp_weight, torch.tensor(a, dtype=torch.float64))
+        torch.testing.assert_close(fn_weight, torch.tensor(b, dtype=torch.float64))
+
+
+def _two_pixel_case():
+    # label 0 with P = (0.75, 0.25), label 1 with P = (0.5, 0.5); frequencies (0.8, 0.2), eta 1: alpha = (0, 0.75)
+    probs = torch.tensor([[0.75, 0.5], [0.25, 0.5]], dtype=torch.float64).view(1, 2, 1, 2)
+    return probs.log(), torch.tensor([[[0, 1]]])
+
+
+@pytest.mark.parametrize(
+    ("variant", "expected"),
+    [
+        # class 0: TP 0.75, FP 0.5, FN 0.25; class 1: TP 0.5, FP 0.25, FN 0.5
+        ({"alpha_on": "both"}, 5 / 11 + 19 / 35),  # T = (0.75/1.375, 0.5/1.09375) = (6/11, 16/35)
+        ({"alpha_on": "fn", "alpha_max": 0.5}, 2 / 5 + 3 / 7),  # alpha = (0, 0.5): T = (3/5, 4/7)
+        ({"alpha_on": "fp", "alpha_max": 0.5}, 1 / 4 + 3 / 7),  # T = (3/4, 0.5/0.875)
+        # pixel term of class 1 only: (0.25^2 + 0.5^2) / 2 = 0.15625 (all classes: 0.3125)
+        ({"alpha_on": "fp", "lam": 0.1, "focal_on": "rare", "rare_classes": [1]}, 0.25 + 5 / 13 + 0.015625),
+        # CE: -(log 0.75 + log 0.5) / 2
+        ({"alpha_on": "fp", "ce_weight": 0.5}, 0.25 + 5 / 13 - 0.25 * (math.log(0.75) + math.log(0.5))),
+    ],
+)
+def test_variants_hand_worked_case(variant, expected):
+    logits, target = _two_pixel_case()
+    criterion = in_float64(ARBTLoss([0.8, 0.2], eta=1.0, delta=0.0, eps=1e-15, **{"lam": 0.0, **variant}))
+    assert criterion(logits, target).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_split_hand_worked_case():
+    logits, target = _two_pixel_case()
+    criterion = in_float64(ARBTLoss([0.8, 0.2], eta=1.0, delta=0.0, eps=1e-15, lam=0.1, ce_weight=0.5))
+    rare, rest = criterion.split(logits, target, [1])
+    # alpha_on fp, alpha = (0, 0.75): T = (3/4, 8/13); pixel term of each class (0.25^2 + 0.5^2) / 2 = 0.15625;
+    # CE / N of pixel 1 (label 0) -log 0.75 / 2, of pixel 2 (label 1) -log 0.5 / 2
+    assert rare.item() == pytest.approx(5 / 13 + 0.1 * 0.15625 - 0.25 * math.log(0.5), rel=1e-12)
+    assert rest.item() == pytest.approx(0.25 + 0.1 * 0.15625 - 0.25 * math.log(0.75), rel=1e-12)
+
+
+@pytest.mark.parametrize("variant", VARIANTS[1:], ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
+def test_variant_gradients_pass_gradcheck(variant):
+    logits, target = random_batch(seed=23, size=(1, 3, 3), scale=1.0)
+    with pytest.warns(UserWarning):
+        criterion = in_float64(ARBTLoss(FREQS, lam=0.3, **variant))
+    logits.requires_grad_()
+    assert torch.autograd.gradcheck(lambda z: criterion(z, target), (logits,))
+    assert torch.autograd.gradcheck(lambda z: criterion.split(z, target, (1, 3))[0], (logits,))
+    assert torch.autograd.gradcheck(lambda z: criterion.split(z, target, (1, 3))[1], (logits,))
+
+
+def test_focal_on_rare_without_rare_classes_fails_at_forward():
+    criterion = ARBTLoss([0.5, 0.3, 0.2], focal_on="rare")
+    assert criterion.rare_classes is None
+    with pytest.raises(ValueError, match="focal_on='rare' needs rare_classes"):
+        criterion(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+    criterion.rare_classes = [2]
+    assert criterion.rare_classes == (2,)
+    assert torch.isfinite(criterion(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"alpha_max": 1.5}, r"alpha_max must lie in \[0, 1\]"),
+        ({"alpha_max": -0.1}, r"alpha_max must lie in \[0, 1\]"),
+        ({"focal_on": "rares"}, "focal_on must be 'all' or 'rare'"),
+        ({"ce_weight": -1.0}, "ce_weight must be a finite number >= 0"),
+        ({"rare_classes": [3]}, r"rare_classes must be distinct class ids in \[0, 3\)"),
+        ({"rare_classes": [1, 1]}, "rare_classes must be distinct"),
+        ({"rare_classes": []}, "rare_classes must be distinct"),
+    ],
+)
+def test_bad_variant_arguments_raise_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ARBTLoss([0.5, 0.3, 0.2], **kwargs)
+
+
+def test_split_refuses_classes_outside_the_range():
+    criterion = ARBTLoss([0.5, 0.3, 0.2])
+    with pytest.raises(ValueError, match=r"class ids \[5\] must lie in \[0, 3\)"):
+        criterion.split(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), [5])

@@ -189,3 +189,63 @@ def test_bad_inputs_raise_clear_errors(loss_class):
 def test_weighted_cross_entropy_checks_class_count():
     with pytest.raises(ValueError, match="logits have 3 classes but class_frequencies has 4"):
         WeightedCrossEntropyLoss(FREQS)(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+
+
+SPLITTABLE = [CrossEntropyLoss, WeightedCrossEntropyLoss, FocalLoss]
+
+
+@pytest.mark.parametrize("loss_class", SPLITTABLE)
+@pytest.mark.parametrize("part", [(3,), (1, 3), (0, 1, 2, 3)])
+def test_split_parts_sum_to_the_loss(loss_class, part):
+    logits, target = batch_with_ignore(seed=7)
+    loss = loss_class(FREQS)
+    rare, rest = loss.split(logits, target, part)
+    assert (rare + rest).item() == pytest.approx(loss(logits, target).item(), rel=1e-12)
+    assert rare.item() > 0
+    if len(part) == 4:
+        assert rest.item() == 0.0
+
+
+def _split_reference(logits, target, part, pixel_loss, class_weight):
+    """``sum w_y * pixel_loss(p_y) / sum w_y`` over the valid pixels with truth in ``part``, and over the others."""
+    probs, labels = numpy_softmax(logits), target.numpy()
+    sums, normaliser = [0.0, 0.0], 0.0
+    for b, y, x in zip(*np.nonzero(labels != IGNORE)):
+        label = labels[b, y, x]
+        sums[0 if label in part else 1] += class_weight[label] * pixel_loss(probs[b, label, y, x])
+        normaliser += class_weight[label]
+    return sums[0] / normaliser, sums[1] / normaliser
+
+
+@pytest.mark.parametrize(
+    ("loss", "pixel_loss", "weighted"),
+    [
+        (CrossEntropyLoss(), lambda p: -math.log(p), False),
+        (WeightedCrossEntropyLoss(FREQS, power=0.5), lambda p: -math.log(p), True),
+        (FocalLoss(gamma=2.0), lambda p: -((1 - p) ** 2) * math.log(p), False),
+    ],
+    ids=["ce", "weighted-ce", "focal"],
+)
+def test_split_matches_numpy(loss, pixel_loss, weighted):
+    logits, target = batch_with_ignore(seed=8)
+    class_weight = loss.class_weights.double().numpy() if weighted else np.ones(4)
+    expected = _split_reference(logits, target, (2, 3), pixel_loss, class_weight)
+    rare, rest = loss.split(logits, target, [2, 3])
+    assert rare.item() == pytest.approx(expected[0], rel=1e-10)
+    assert rest.item() == pytest.approx(expected[1], rel=1e-10)
+
+
+@pytest.mark.parametrize("loss_class", SPLITTABLE)
+def test_split_parts_pass_gradcheck(loss_class):
+    logits, target = batch_with_ignore(seed=9)
+    loss = loss_class(FREQS).double()
+    logits = logits[:, :, :3, :3].contiguous().requires_grad_()
+    target = target[:, :3, :3].contiguous()
+    for index in (0, 1):
+        assert torch.autograd.gradcheck(lambda z: loss.split(z, target, (1, 3))[index], (logits,))
+
+
+def test_split_refuses_classes_outside_the_range():
+    logits, target = batch_with_ignore(seed=10)
+    with pytest.raises(ValueError, match=r"class ids \[4\] must lie in \[0, 4\)"):
+        CrossEntropyLoss().split(logits, target, [4])

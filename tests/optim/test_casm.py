@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from rareseg.optim import CASM, casm_rho
+from rareseg.optim import CASM, casm_rho, rho_warmup_factor
 
 EPS_PRIME = 1e-12
 
@@ -413,3 +413,108 @@ def test_bad_arguments_are_refused() -> None:
         CASM(params, base_optimizer="adamw")
     with pytest.raises(TypeError, match="base_optimizer"):
         CASM(params, base_optimizer=lambda groups: object())
+
+
+# --- variants: radius growing with the rare share, radius warm-up, large radii
+
+
+def test_more_rare_radius_hand_worked_values() -> None:
+    assert casm_rho(0.25, 0.05, 2.0, "more_rare") == pytest.approx(0.075)
+    assert casm_rho(0.0, 0.05, 2.0, "more_rare") == pytest.approx(0.05)
+    assert casm_rho(1.0, 0.05, 2.0, "more_rare") == pytest.approx(0.15)
+    assert casm_rho(0.25, 0.05, 2.0, "fewer_rare") == casm_rho(0.25, 0.05, 2.0) == pytest.approx(0.125)
+    with pytest.raises(ValueError, match="radius_mode must be 'fewer_rare' or 'more_rare'"):
+        casm_rho(0.25, 0.05, 2.0, "rare")
+
+
+@pytest.mark.parametrize(("p_r", "expected_rho"), [(0.0, 0.05), (0.02, 0.052), (0.5, 0.1), (1.0, 0.15)])
+def test_more_rare_perturbation_norm(p_r: float, expected_rho: float) -> None:
+    model = _model()
+    before = _weights(model)
+    optimizer = CASM(model.parameters(), rho0=0.05, kappa=2.0, radius_mode="more_rare", lr=1e-3)
+    assert optimizer.param_groups[0]["radius_mode"] == "more_rare"
+    _loss(model, _batch()).backward()
+    grad_norm = _norm([p.grad for p in model.parameters()]).item()
+    optimizer.first_step(p_r, zero_grad=True)
+    moved = _norm([p.detach() - b for p, b in zip(model.parameters(), before)]).item()
+    assert moved == pytest.approx(expected_rho * grad_norm / (grad_norm + EPS_PRIME), rel=1e-12)
+    assert optimizer.last_rho == pytest.approx(expected_rho, rel=1e-12)
+
+
+def test_rho_warmup_factor_hand_values() -> None:
+    assert [rho_warmup_factor(t, 4) for t in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert rho_warmup_factor(0, 0) == rho_warmup_factor(7, 0) == 1.0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="rho_warmup_steps must be an integer >= 0"):
+            rho_warmup_factor(0, bad)
+
+
+def test_warmup_ramps_the_radius_linearly_over_the_first_steps() -> None:
+    model = _model()
+    optimizer = CASM(model.parameters(), rho0=0.05, kappa=1.0, rho_warmup_steps=4, lr=1e-3)
+    radii = []
+    for seed in range(6):
+        _casm_step(model, optimizer, _batch(seed), p_r=0.5)
+        radii.append(optimizer.last_rho)
+    assert radii == pytest.approx([0.075 * f for f in (0.0, 0.25, 0.5, 0.75, 1.0, 1.0)], rel=1e-12)
+    assert optimizer.step_count == 6
+
+
+def test_warmup_first_step_is_the_plain_base_step_and_third_is_sam_at_half_radius() -> None:
+    batch = _batch()
+    model = _model()
+    optimizer = CASM(
+        model.parameters(), base_optimizer=torch.optim.SGD, rho0=0.2, kappa=0.0, rho_warmup_steps=2, lr=0.1
+    )
+    w0 = _weights(model)
+    _casm_step(model, optimizer, batch, p_r=0.3)  # t = 0: radius 0, the descent gradient is the one at w
+    for p, e in zip(model.parameters(), _sgd(w0, _grads_at(_model(), w0, batch), 0.1)):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-14)
+    _casm_step(model, optimizer, batch, p_r=0.3)  # t = 1: radius 0.1
+    w2 = _weights(model)
+    _casm_step(model, optimizer, batch, p_r=0.3)  # t = 2: full radius 0.2
+    scratch = _model()
+    g = _grads_at(scratch, w2, batch)
+    g_plus = _grads_at(scratch, [w + 0.2 * gi / (_norm(g) + EPS_PRIME) for w, gi in zip(w2, g)], batch)
+    for p, e in zip(model.parameters(), _sgd(w2, g_plus, 0.1)):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-14)
+
+
+def test_warmup_continues_after_loading_the_state_dict() -> None:
+    model = _model()
+    optimizer = CASM(model.parameters(), rho0=0.1, kappa=0.0, rho_warmup_steps=4, lr=1e-3)
+    for seed in range(3):
+        _casm_step(model, optimizer, _batch(seed), p_r=0.5)
+    saved = copy.deepcopy(optimizer.state_dict())
+    assert saved["casm"] == {"skipped_steps": 0, "step_count": 3}
+    assert saved["param_groups"][0]["rho_warmup_steps"] == 4
+    resumed = CASM(_model(seed=5).parameters(), rho0=0.1, kappa=0.0, lr=1e-3)
+    resumed.load_state_dict(saved)
+    assert resumed.step_count == 3
+    assert resumed.rho(0.5) == pytest.approx(0.075, rel=1e-12)  # t = 3 of 4
+
+
+@pytest.mark.parametrize(("kappa", "p_r", "rho"), [(0.0, 0.3, 0.8), (1.0, 0.0, 1.6)])
+def test_large_radius_step_equals_hand_written_sam(kappa: float, p_r: float, rho: float) -> None:
+    # long-tail SAM work uses radii up to 0.8; the step must stay exact and finite there
+    batch = _batch()
+    model = _model()
+    optimizer = CASM(model.parameters(), base_optimizer=torch.optim.SGD, rho0=0.8, kappa=kappa, lr=0.1)
+    _casm_step(model, optimizer, batch, p_r=p_r)
+    assert optimizer.last_rho == pytest.approx(rho, rel=1e-12)
+    expected = _hand_sam(batch, rho=rho, base=lambda w, g: _sgd(w, g, 0.1))
+    for p, e in zip(model.parameters(), expected):
+        assert torch.isfinite(p).all()
+        torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-14)
+
+
+def test_bad_variant_arguments_are_refused() -> None:
+    params = list(_model().parameters())
+    with pytest.raises(ValueError, match="radius_mode must be 'fewer_rare' or 'more_rare'"):
+        CASM(params, radius_mode="rare")
+    with pytest.raises(ValueError, match="radius_mode"):
+        CASM([{"params": params, "radius_mode": "both"}])
+    with pytest.raises(ValueError, match="rho_warmup_steps must be an integer >= 0"):
+        CASM(params, rho_warmup_steps=-3)
+    with pytest.raises(ValueError, match="rho_warmup_steps"):
+        CASM(params, rho_warmup_steps=2.5)
