@@ -32,7 +32,8 @@ from rareseg.datamodules import DataError, LissIVDataModule
 from rareseg.datamodules.liss4 import SPLITS
 from rareseg.evaluation.report import write_evaluation
 from rareseg.evaluation.scores import ProbabilityHistogram, precision_recall_curve, reliability
-from rareseg.inference.checkpoint import load_module, load_predictor
+from rareseg.inference.checkpoint import load_module as load_module  # re-export of the one checkpoint loader
+from rareseg.inference.checkpoint import load_predictor
 from rareseg.inference.decisions import deployed_classes
 from rareseg.inference.predictor import Predictor
 from rareseg.inference.scene import GDAL_CACHE_MB, blend_scene, check_options, open_scene
@@ -41,17 +42,6 @@ from rareseg.lightning_modules import RareSegModule
 
 #: Decision rules scored side by side; the first is the headline.
 DECISIONS = ("deployed", "argmax")
-
-__all__ = [
-    "DECISIONS",
-    "ScoredScene",
-    "SplitEvaluation",
-    "evaluate",
-    "evaluate_module",
-    "evaluate_predictor",
-    "evaluate_scenes",
-    "load_module",
-]
 
 
 @dataclass(frozen=True)
@@ -216,33 +206,19 @@ class SplitEvaluation:
 
 
 def evaluate_predictor(
-    predictor: Predictor,
-    data_root: str | Path,
-    split: str = "test",
-    *,
-    tile: int = 512,
-    overlap: int = 64,
-    batch_size: int = 8,
-    threshold: float | None = None,
-    calibration_bins: int = 10,
-    pr_bins: int = 100,
-    progress: bool = True,
+    predictor: Predictor, data_root: str | Path, split: str = "test", **options: Any
 ) -> SplitEvaluation:
-    """Score a predictor on one split of a dataset root, scene by scene through the inference pass.
+    """Score a predictor on one split of a dataset root: :func:`evaluate_scenes` on the split's scenes.
+
+    Roots split by row blocks score each scene's rows of the split (the whole scene is predicted).
 
     Args:
         predictor: the loaded model (:func:`~rareseg.inference.load_predictor` or
             :meth:`~rareseg.inference.Predictor.from_module`).
         data_root: dataset root (images/, masks/, classes.yaml).
         split: ``"train"``, ``"val"`` or ``"test"``.
-        tile: tile side in pixels (as ``rareseg infer --tile``).
-        overlap: pixels shared by neighbouring tiles (as ``rareseg infer --overlap``).
-        batch_size: tiles per forward pass.
-        threshold: one threshold for every rare class in the deployed rule (default: the
-            predictor's calibrated thresholds, else 0.5, as ``rareseg infer``).
-        calibration_bins: reliability bins over ``[0, 1]``.
-        pr_bins: bins (thresholds) of the precision-recall curves.
-        progress: show a tqdm bar over the split's scenes.
+        **options: ``tile``, ``overlap``, ``batch_size``, ``threshold``, ``calibration_bins``,
+            ``pr_bins``, ``progress`` of :func:`evaluate_scenes`.
 
     Raises:
         DataError: bad root, a split without scenes, or classes/bands that do not match the checkpoint.
@@ -250,7 +226,6 @@ def evaluate_predictor(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    check_options(tile, overlap, batch_size, 10.0, threshold)
     data = LissIVDataModule(root=str(data_root), num_workers=0, generate_if_missing=False, augment=False)
     if data.num_classes != predictor.num_classes or data.in_channels != predictor.in_channels:
         raise DataError(
@@ -261,19 +236,7 @@ def evaluate_predictor(
     if not scenes:
         raise DataError(f"{data_root}: the {split} split has no scenes")
     scored = [ScoredScene(scene.image, scene.mask, data.split_rows(split, scene.height)) for scene in scenes]
-    return evaluate_scenes(
-        predictor,
-        scored,
-        class_names=data.class_names,
-        split=split,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
-        threshold=threshold,
-        calibration_bins=calibration_bins,
-        pr_bins=pr_bins,
-        progress=progress,
-    )
+    return evaluate_scenes(predictor, scored, class_names=data.class_names, split=split, **options)
 
 
 def evaluate_scenes(
@@ -290,26 +253,25 @@ def evaluate_scenes(
     pr_bins: int = 100,
     progress: bool = True,
 ) -> SplitEvaluation:
-    """Score a predictor on explicit scenes (what :func:`evaluate_predictor` does for a split of a root).
-
-    Each scene is predicted whole through the inference pass and its ``rows`` are scored under
-    both :data:`DECISIONS`; options are those of :func:`evaluate_predictor`.
+    """Score a predictor on scenes, each predicted whole through the inference pass, under both :data:`DECISIONS`.
 
     Args:
         predictor: the loaded model.
         scenes: the scenes, their truth and scored rows; stems must be unique.
         class_names: names of the classes (default: the checkpoint's).
         split: name reported as the split.
-        tile: tile side in pixels.
-        overlap: pixels shared by neighbouring tiles.
+        tile: tile side in pixels (as ``rareseg infer --tile``).
+        overlap: pixels shared by neighbouring tiles (as ``rareseg infer --overlap``).
         batch_size: tiles per forward pass.
-        threshold: one threshold for every rare class in the deployed rule (default: calibrated).
+        threshold: one threshold for every rare class in the deployed rule (default: the
+            predictor's calibrated thresholds, else 0.5, as ``rareseg infer``).
         calibration_bins: reliability bins over ``[0, 1]``.
         pr_bins: bins (thresholds) of the precision-recall curves.
         progress: show a tqdm bar over the scenes.
 
     Raises:
         DataError: a scene that is not a readable GeoTIFF with the checkpoint's band count.
+        ValueError: bad options.
     """
     check_options(tile, overlap, batch_size, 10.0, threshold)
     rare = predictor.select_rare_classes(None)
