@@ -39,6 +39,20 @@ def _close_wandb_runs():
     wandb.finish()
 
 
+def synth_scene(root: Path, nodata_margin: bool) -> Path:
+    """The first image of a synthetic root with (or without) pixels that are nodata in every band.
+
+    Which generated scene has a nodata margin (a rotated footprint) depends on the generator.
+    """
+    import rasterio
+
+    for path in sorted((root / "images").glob("*.tif")):
+        with rasterio.open(path) as src:
+            if bool((src.read() == src.nodata).all(axis=0).any()) == nodata_margin:
+                return path
+    raise LookupError(f"{root}: no scene {'with' if nodata_margin else 'without'} a nodata margin")
+
+
 def task_for(datamodule: Any, **overrides: Any) -> Any:
     """A RareSegModule (AdamW) with the classes and band statistics of ``datamodule``, as the CLI links them."""
     from rareseg.lightning_modules import RareSegModule

@@ -89,7 +89,7 @@ def test_refresh_maps_equal_a_whole_scene_recomputation_and_keep_train_mode(synt
         np.testing.assert_allclose(saliency, expected, atol=1e-5, equal_nan=True)
         assert got_transform.almost_equals(transform)
         nodata_cells += int(np.isnan(saliency).sum())
-    assert nodata_cells > 0  # scene_01's nodata margin: cells without a valid pixel have no saliency
+    assert nodata_cells > 0  # a training scene's nodata margin: cells without a valid pixel have no saliency
 
 
 def test_refresh_after_one_epoch_changes_the_sampler_maps(synth_root) -> None:

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import synth_scene
+
 
 @pytest.fixture(scope="session")
 def scene_path(synth_root: Path) -> Path:
     """A 256 px synthetic scene with a nodata margin (rotated footprint)."""
-    return synth_root / "images" / "scene_01.tif"
+    return synth_scene(synth_root, nodata_margin=True)
 
 
 @pytest.fixture(scope="session")
 def full_scene_path(synth_root: Path) -> Path:
     """A 256 px synthetic scene without nodata."""
-    return synth_root / "images" / "scene_00.tif"
+    return synth_scene(synth_root, nodata_margin=False)

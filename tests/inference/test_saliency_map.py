@@ -61,5 +61,7 @@ def test_one_tile_map_is_the_cell_mean_of_the_whole_scene_saliency(full_scene_pa
 
 def test_a_network_without_saliency_head_is_refused(full_scene_path: Path) -> None:
     predictor = Predictor.from_module(make_module(LocalNet(saliency=False)), device="cpu")
-    with pytest.raises(ValueError, match="scene_00.tif: a saliency map needs a network with a saliency head"):
+    with pytest.raises(
+        ValueError, match=f"{full_scene_path.name}: a saliency map needs a network with a saliency head"
+    ):
         scene_saliency_map(predictor, full_scene_path, 23.2, tile=128, overlap=32)

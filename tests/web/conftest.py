@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from rareseg.inference import Predictor, load_predictor
 from rareseg.web import job_manager
-from tests.conftest import CALIBRATED_THRESHOLDS
+from tests.conftest import CALIBRATED_THRESHOLDS, synth_scene
 from tests.web.helpers import make_app
 
 #: Thresholds calibrated into the test checkpoint: wetland only (water falls back to 0.5).
@@ -33,7 +33,7 @@ def predictor(web_checkpoint: Path) -> Predictor:
 @pytest.fixture(scope="session")
 def scene(synth_root: Path) -> Path:
     """A 256 px synthetic scene with a nodata margin."""
-    return synth_root / "images" / "scene_01.tif"
+    return synth_scene(synth_root, nodata_margin=True)
 
 
 @pytest.fixture()
