@@ -296,14 +296,20 @@ class LissIVDataModule(GeoDataModule):
         return IntersectionDataset(image, mask, transforms=MarkNodata(self.nodata))
 
     def split_roi(self, dataset: IntersectionDataset, split: str) -> shapely.Geometry | None:
-        """Region of interest of a split: the split's row block of every scene, or None (whole scenes)."""
+        """Region of interest of a split: the split's row block of every scene, or None (whole scenes).
+
+        Block edges fall on whole pixel rows, so crops drawn inside a block lie on the scene's grid.
+        """
         if self.block_rows is None:
             return None
         start, stop = self.block_rows[split]
+        res_y = dataset.res[1]
         boxes = []
         for geometry in dataset.index.geometry:
             xmin, ymin, xmax, ymax = geometry.bounds
-            boxes.append(shapely.box(xmin, ymax - stop * (ymax - ymin), xmax, ymax - start * (ymax - ymin)))
+            rows = round((ymax - ymin) / res_y)  # block edges on whole pixel rows: crops stay on the grid
+            top, bottom = ymax - round(start * rows) * res_y, ymax - round(stop * rows) * res_y
+            boxes.append(shapely.box(xmin, bottom, xmax, top))
         return shapely.union_all(boxes)
 
     def setup(self, stage: str) -> None:

@@ -437,6 +437,9 @@ def run_ablation(
 
     Returns:
         The finished results in row, seed order.
+
+    Raises:
+        RuntimeError: some runs failed (after every other run finished; their results are kept).
     """
     finished: dict[tuple[int, int], dict[str, Any]] = {}
     pending: list[_Job] = []
@@ -450,7 +453,12 @@ def run_ablation(
             continue
         workdir = out / "runs" / path.stem
         pending.append(_Job(row, seed, budget, workdir, config_dir, data_root, threads, train, score, result))
+    failed: list[str] = []
     for job, result in _execute(pending, jobs, log):
+        if isinstance(result, BaseException):
+            failed.append(f"row {job.row.number} seed {job.seed}: {type(result).__name__}: {result}")
+            log(f"{failed[-1]} (no result written; the other runs go on)")
+            continue
         path = result_path(out, job.row, job.seed)
         digest = config_digest(job.row, job.budget, job.config_dir, job.data_root)
         result = {
@@ -464,17 +472,22 @@ def run_ablation(
         write_atomically(path, (json.dumps(result, indent=1) + "\n").encode())
         finished[(job.row.number, job.seed)] = result
         log(f"row {job.row.number} seed {job.seed}: done in {result['train_seconds']:.0f} s of training ({path})")
+    if failed:
+        raise RuntimeError(f"{len(failed)} ablation run(s) failed:\n" + "\n".join(failed))
     return [finished[key] for key in sorted(finished)]
 
 
 def _execute(
     jobs_to_run: Sequence[_Job], jobs: int, log: Callable[[str], None]
-) -> Iterator[tuple[_Job, dict[str, Any]]]:
-    """Run the jobs (in this process, or in ``jobs`` fresh worker processes), yielding each as it finishes."""
+) -> Iterator[tuple[_Job, dict[str, Any] | Exception]]:
+    """Run the jobs (here, or in ``jobs`` fresh worker processes), yielding each result (or its error) as it ends."""
     if jobs <= 1:
         for job in jobs_to_run:
             log(_starting(job))
-            yield job, _run_job(job)
+            try:
+                yield job, _run_job(job)
+            except Exception as err:  # a failing run must not stop the others; reported at the end
+                yield job, err
         return
     context = get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
@@ -487,7 +500,9 @@ def _execute(
                 running[pool.submit(_run_job, job)] = job
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                yield running.pop(future), future.result()
+                job = running.pop(future)
+                error = future.exception()
+                yield job, future.result() if error is None else error
 
 
 def _starting(job: _Job) -> str:

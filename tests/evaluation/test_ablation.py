@@ -123,11 +123,12 @@ def test_two_jobs_run_in_two_fresh_processes_with_the_same_results(tmp_path: Pat
     assert len(pids) == 2 and os.getpid() not in pids  # max_tasks_per_child=1: one process per run
 
 
-def test_a_failing_run_leaves_no_result_and_keeps_earlier_ones(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="out of memory"):
-        _run(parse_rows("3", ROWS), tmp_path)
+def test_a_failing_run_leaves_no_result_and_the_others_go_on(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="1 ablation run.s. failed:\nrow 3 seed 1: RuntimeError: out of memory"):
+        _run(parse_rows("3,4", ROWS), tmp_path)
     assert load_result(result_path(tmp_path, ROWS[3], 0)) is not None
     assert not result_path(tmp_path, ROWS[3], 1).exists()
+    assert all(load_result(result_path(tmp_path, ROWS[4], seed)) for seed in (0, 1))  # ran after the failure
 
 
 def test_digest_follows_the_merged_config(tmp_path: Path) -> None:
@@ -168,7 +169,7 @@ def test_planned_runs_give_each_row_its_seeds() -> None:
 
 
 def test_rows_are_read_from_the_row_files(tmp_path: Path) -> None:
-    assert sorted(ROWS) == list(range(1, 15))
+    assert sorted(ROWS) == list(range(1, 26))
     assert ROWS[1] == AblationRow(1, "CE", "01-ce.yaml", peer=True, seeds=5, compare=None)
     assert ROWS[9].compare == 8 and not ROWS[9].peer
     assert {n for n, r in ROWS.items() if r.peer} == {1, 2, 3, 4, 12, 13}
@@ -225,22 +226,29 @@ def test_each_row_config_changes_what_its_row_says() -> None:
     model = {n: _config(n)["model"]["init_args"] for n in ROWS}
     data = {n: _config(n)["data"]["init_args"] for n in ROWS}
     optimizers = {n: m["optimizer"] for n, m in model.items()}
-    assert optimizers == {n: {7: "sam", 8: "casm", 9: "casm", 10: "casm", 11: "casm"}.get(n, "adamw") for n in ROWS}
+    sharpness = {7: "sam", 20: "sam", **{n: "casm" for n in (8, 9, 10, 11, 19, 21, 22, 23)}}
+    assert optimizers == {n: sharpness.get(n, "adamw") for n in ROWS}
     samplers = {n: d["sampler"] for n, d in data.items()}
-    assert samplers == {n: {9: "rare", 10: "saliency", 11: "saliency", 13: "rare"}.get(n, "random") for n in ROWS}
+    special = {9: "rare", 10: "saliency", 11: "saliency", 13: "rare", 23: "saliency", 24: "rare", 25: "rare"}
+    assert samplers == {n: special.get(n, "random") for n in ROWS}
     assert data[13]["rare_temperature"] == 0.01 and data[9]["rare_temperature"] == 0.1
     losses = {n: m["loss"]["class_path"].rsplit(".", 1)[1] for n, m in model.items()}
     assert [losses[n] for n in (1, 2, 3, 4, 12, 13, 14)] == [
         "CrossEntropyLoss", "WeightedCrossEntropyLoss", "DiceLoss", "TverskyLoss", "LovaszLoss", "CrossEntropyLoss",
         "CrossEntropyLoss",
     ]  # fmt: skip
-    assert all(losses[n] == "ARBTLoss" for n in range(5, 12))
+    assert all(losses[n] == "ARBTLoss" for n in (*range(5, 12), *range(15, 24), 25))
     assert [model[n]["loss"]["init_args"]["alpha_on"] for n in range(5, 12)] == ["fp", "fn", *["fp"] * 5]
+    # each variant row sets the one option it is named after
+    assert model[15]["loss"]["init_args"]["alpha_max"] == 0.7 and model[16]["loss"]["init_args"]["alpha_on"] == "both"
+    assert model[17]["loss"]["init_args"]["focal_on"] == "rare" and model[18]["loss"]["init_args"]["ce_weight"] == 1
+    assert model[19]["radius_mode"] == "more_rare" and model[20]["sam_on"] == "rare"
+    assert model[21]["rho_warmup_steps"] == 240 and model[22]["rho0"] == 0.4
     assert model[2]["loss"]["init_args"]["power"] == 0.5  # inverse square root
     peers = [n for n in ROWS if ROWS[n].peer]
     assert all(model[n]["net"]["init_args"]["saliency"] is False and model[n]["aux_weight"] == 0 for n in peers)
-    assert all(model[n]["net"]["init_args"]["saliency"] is True for n in (*range(5, 12), 14))
-    for n in (*range(1, 10), 12, 13, 14):
+    assert all(model[n]["net"]["init_args"]["saliency"] is True for n in (*range(5, 12), *range(14, 26)))
+    for n in (*range(1, 10), *range(12, 23), 24, 25):
         assert "Babysitter" not in _callbacks(n) and "SaliencyRefresh" not in _callbacks(n)
     assert "SaliencyRefresh" in _callbacks(10) and "Babysitter" not in _callbacks(10)
     assert {"SaliencyRefresh", "Babysitter"} <= set(_callbacks(11))
