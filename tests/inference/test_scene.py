@@ -137,19 +137,22 @@ def test_blending_leaves_no_seam_at_tile_borders(full_scene_path: Path, tmp_path
     net = TileContextNet()
     hard = _predict(net, full_scene_path, tmp_path / "hard", tile=64, overlap=0)
     blended = _predict(net, full_scene_path, tmp_path / "blended", tile=64, overlap=16)
+    _predict(LocalNet(), full_scene_path, tmp_path / "natural", tile=64, overlap=16)  # no tile context at all
     assert hard.summary["tiles"]["count"] == 16 and blended.summary["tiles"]["count"] == 25
     for axis in (0, 1):
-        hard_jumps = _row_jumps(np.moveaxis(_read(tmp_path / "hard" / "rare_prob.tif")[0], axis, 0))
-        blended_jumps = _row_jumps(np.moveaxis(_read(tmp_path / "blended" / "rare_prob.tif")[0], axis, 0))
-        typical = np.median(blended_jumps)
+        jumps = {
+            name: _row_jumps(np.moveaxis(_read(tmp_path / name / "rare_prob.tif")[0], axis, 0))
+            for name in ("hard", "blended", "natural")
+        }
         # without blending the tile context shows: every border (rows 64, 128, 192) jumps
-        hard_seams = hard_jumps[[b - 1 for b in (64, 128, 192)]]
-        assert hard_seams.min() > 10 * np.median(hard_jumps)
-        # with blending: tile starts and ends jump no more than typical neighbours, and away from the
-        # scene's first and last two rows (zero padding of the network) no row comes close to a seam
-        blended_borders = [48, 64, 96, 112, 144, 160, 192, 208]
-        assert blended_jumps[[b - 1 for b in blended_borders]].max() < 1.5 * typical
-        assert blended_jumps[2:-2].max() < 0.25 * hard_seams.min()
+        hard_seams = jumps["hard"][[b - 1 for b in (64, 128, 192)]]
+        assert hard_seams.min() > 5 * np.median(jumps["hard"])
+        # with blending a seam of height S is a linear ramp over the 16 px overlap: no row (away from the
+        # scene's first and last two rows, zero padding of the network) jumps more than the context-free
+        # prediction does plus twice S / 16, and none comes near a seam
+        ramp = 2 * hard_seams.max() / 16
+        assert jumps["blended"][2:-2].max() <= jumps["natural"][2:-2].max() + ramp
+        assert jumps["blended"][2:-2].max() < 0.5 * hard_seams.min()
 
 
 def test_nodata_stays_nodata_in_every_output(full_scene_path: Path, tmp_path: Path) -> None:
