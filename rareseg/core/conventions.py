@@ -10,6 +10,12 @@ IGNORE_INDEX = 255
 #: Top-level checkpoint key where ``ThresholdCalibrator`` stores the calibrated ``{class_id: threshold}``.
 THRESHOLDS_KEY = "rareseg_thresholds"
 
+#: Decision rules of the calibrated rare-class thresholds ``t_r``. ``override`` (the seed's): the argmax,
+#: except that a rare class reaching its threshold takes the pixel (thresholds can only add rare pixels).
+#: ``calibrated``: a rare class takes the pixel exactly when it reaches its threshold (the rule the
+#: thresholds were calibrated for), else the most probable other class.
+DECISION_RULES = ("override", "calibrated")
+
 #: RGB colours (0-255) of classes ``0, 1, 2, ...`` when a data set gives none; cycled for more classes.
 DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
     (230, 194, 41),  # yellow

@@ -49,7 +49,10 @@ RESULT_KEYS = (
     "scoring",
 )
 #: Version of :func:`score_checkpoint`; results scored by another version are scored again (not retrained).
-SCORING_VERSION = 1
+SCORING_VERSION = 2
+#: Decision rules each run is scored with: evaluate's (what ``rareseg infer`` writes, and the plain
+#: argmax), then the ``calibrated`` rule with the same thresholds (what the run would give if it were deployed).
+SCORED_RULES = (*DECISIONS, "calibrated")
 #: Tiling of the deployed decision: ``rareseg infer``'s defaults.
 INFER_TILE, INFER_OVERLAP = 512, 64
 
@@ -316,7 +319,7 @@ def train_row(
 
 
 def score_checkpoint(checkpoint: str | Path, scenes: Sequence[Sequence[str]], workdir: Path) -> dict[str, Any]:
-    """Per-scene test confusion matrices of a checkpoint, for each of :data:`DECISIONS`.
+    """Per-scene test confusion matrices of a checkpoint, for each of :data:`SCORED_RULES`.
 
     Scored by :func:`rareseg.evaluation.evaluate_scenes` in one inference pass per scene: ``deployed``
     is exactly the decision ``rareseg infer`` writes into ``mask.tif`` (tiles of :data:`INFER_TILE`
@@ -330,20 +333,23 @@ def score_checkpoint(checkpoint: str | Path, scenes: Sequence[Sequence[str]], wo
         workdir: unused (nothing is written); kept for callers.
 
     Returns:
-        ``{"version": SCORING_VERSION, "deployed": {stem: (K, K) list}, "argmax": {stem: (K, K) list}}``,
-        rows = truth, columns = prediction.
+        ``{"version": SCORING_VERSION, "deployed": {stem: (K, K) list}, "argmax": {...}, "calibrated": {...}}``,
+        rows = truth, columns = prediction; ``calibrated`` is the two-way threshold rule of
+        :func:`rareseg.inference.decisions.assign_classes` with the same thresholds.
     """
     from rareseg.evaluation.evaluate import ScoredScene, evaluate_scenes
     from rareseg.inference import load_predictor
 
     predictor = load_predictor(checkpoint, device="cpu")
     scored = [ScoredScene(Path(image), Path(mask)) for image, mask in scenes]
-    evaluation = evaluate_scenes(predictor, scored, tile=INFER_TILE, overlap=INFER_OVERLAP, progress=False)
+    evaluation = evaluate_scenes(
+        predictor, scored, tile=INFER_TILE, overlap=INFER_OVERLAP, progress=False, extra_rules=("calibrated",)
+    )
     return {
         "version": SCORING_VERSION,
         **{
             decision: {stem: matrices[decision].tolist() for stem, matrices in evaluation.scene_matrices.items()}
-            for decision in DECISIONS
+            for decision in SCORED_RULES
         },
     }
 

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from rareseg.core.files import write_atomically
 from rareseg.core.plots import save_figure
-from rareseg.evaluation.ablation import DECISIONS, AblationRow
+from rareseg.evaluation.ablation import SCORED_RULES, AblationRow
 from rareseg.evaluation.paired import Interval, paired_interval, score_functions
 
 #: Scores whose paired differences are reported (per rare class IoU is added).
@@ -60,9 +60,10 @@ def collect_runs(results: Sequence[dict[str, Any]], rows: Mapping[int, AblationR
         grouped.setdefault(result["row"], []).append(result)
     scenes = classes = None
     collected = {}
+    scored = [d for d in SCORED_RULES if all(d in result["scoring"] for result in results)]
     for number, group in sorted(grouped.items()):
         matrices = {}
-        for decision in DECISIONS:
+        for decision in scored:
             stacked = []
             for result in group:
                 per_scene = result["scoring"][decision]
@@ -165,10 +166,14 @@ def write_ablation_report(
         "",
     ]
     lines += _convergence_section(runs, curve_rows, figures, report, rare_names)
-    for decision in DECISIONS:
-        lines += _score_table(runs, scores, decision, rare_names, replicates)
+    scored = next(iter(runs.values())).matrices
+    for decision in SCORED_RULES:
+        if decision in scored:
+            lines += _score_table(runs, scores, decision, rare_names, replicates)
     lines += _difference_section(runs, scores, "deployed", rare_names, replicates)
     lines += _verdicts(runs, scores, "deployed", replicates)
+    if "calibrated" in scored:
+        lines += _rule_section(runs, scores, replicates)
     chart = figures / "ablation.png"
     save_figure(_bar_chart(runs, scores, rare_names, replicates), chart)
     lines += ["", f"![rare-class IoU per ablation row]({_relative(chart, report)})", ""]
@@ -193,7 +198,11 @@ def _score_table(
 ) -> list[str]:
     keys = [*(f"iou/{n}" for n in rare_names), "rare_iou", "rare_recall", "majority_precision", "miou"]
     titles = [*(f"{n} IoU" for n in rare_names), "rare IoU", "rare recall", "majority precision", "mIoU"]
-    heading = "Deployed decision (headline)" if decision == "deployed" else "Argmax (beside the headline)"
+    heading = {
+        "deployed": "Deployed decision (headline)",
+        "argmax": "Argmax (beside the headline)",
+        "calibrated": "Calibrated decision rule (the same thresholds, a rare class only where it reaches them)",
+    }[decision]
     lines = [
         f"## {heading}: test scores",
         "",
@@ -262,6 +271,22 @@ def _verdicts(runs: Mapping[int, RowRuns], scores: Mapping[str, Any], decision: 
             f"| {run.row.label} ({number} vs {reference}) | {_cell(rare_iou, signed=True)} | "
             f"{_cell(precision, signed=True)} | {rare_iou.verdict} |"
         )
+    return [*lines, ""]
+
+
+def _rule_section(runs: Mapping[int, RowRuns], scores: Mapping[str, Any], replicates: int) -> list[str]:
+    """Per row, the calibrated rule minus the deployed one on the same checkpoints (paired by seed and scene)."""
+    lines = [
+        "## The calibrated rule against the deployed one (same checkpoints and thresholds)",
+        "",
+        "| row | setup | seeds | Δ rare IoU | Δ rare recall | Δ majority precision | verdict (rare IoU) |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for number, run in runs.items():
+        pair = run.matrices["calibrated"], run.matrices["deployed"]
+        intervals = [paired_interval(*pair, scores[k], replicates) for k in DIFFERENCE_SCORES]
+        cells = " | ".join(_cell(i, signed=True) for i in intervals)
+        lines.append(f"| {number} | {run.row.label} | {len(run.seeds)} | {cells} | {intervals[0].verdict} |")
     return [*lines, ""]
 
 

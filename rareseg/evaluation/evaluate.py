@@ -34,7 +34,7 @@ from rareseg.evaluation.report import write_evaluation
 from rareseg.evaluation.scores import ProbabilityHistogram, precision_recall_curve, reliability
 from rareseg.inference.checkpoint import load_module as load_module  # re-export of the one checkpoint loader
 from rareseg.inference.checkpoint import load_predictor
-from rareseg.inference.decisions import deployed_classes
+from rareseg.inference.decisions import check_rule, deployed_classes
 from rareseg.inference.predictor import Predictor
 from rareseg.inference.scene import GDAL_CACHE_MB, blend_scene, check_options, open_scene
 from rareseg.inference.tiling import BlendedRows
@@ -69,8 +69,9 @@ class SplitEvaluation:
         split: evaluated split name.
         thresholds: ``{class_id: threshold}`` of the ``deployed`` rule.
         threshold_source: where they came from (see :meth:`~rareseg.inference.Predictor.thresholds_for`).
-        matrices: per decision rule (:data:`DECISIONS`), the ``(K, K)`` int64 pixel counts over all
-            scenes, rows = truth, columns = prediction.
+        matrices: per decision rule (:data:`DECISIONS`, then any extra rules of
+            :data:`~rareseg.core.conventions.DECISION_RULES` scored beside them), the ``(K, K)`` int64
+            pixel counts over all scenes, rows = truth, columns = prediction.
         scene_matrices: per scene stem, per decision rule, the scene's ``(K, K)`` counts.
         calibration: reliability histogram of the blended probability per rare class id (coarse bins).
         ranking: precision-recall histogram per rare class id (fine bins).
@@ -96,8 +97,9 @@ class SplitEvaluation:
         threshold_source: str = "default",
         calibration_bins: int = 10,
         pr_bins: int = 100,
+        extra_rules: Sequence[str] = (),
     ) -> SplitEvaluation:
-        """Zero counts for ``K = len(class_names)`` classes."""
+        """Zero counts for ``K = len(class_names)`` classes (``extra_rules``: rules scored beside :data:`DECISIONS`)."""
         count = len(class_names)
         return cls(
             class_names=list(class_names),
@@ -105,7 +107,7 @@ class SplitEvaluation:
             split=split,
             thresholds={int(c): float(t) for c, t in (thresholds or {}).items()},
             threshold_source=threshold_source,
-            matrices={rule: np.zeros((count, count), np.int64) for rule in DECISIONS},
+            matrices={rule: np.zeros((count, count), np.int64) for rule in (*DECISIONS, *extra_rules)},
             calibration={c: ProbabilityHistogram.empty(calibration_bins) for c in rare_classes},
             ranking={c: ProbabilityHistogram.empty(pr_bins) for c in rare_classes},
         )
@@ -123,14 +125,14 @@ class SplitEvaluation:
         Args:
             scene: the scene's stem.
             truth: (N,) class ids of the scored pixels (ignored pixels already dropped).
-            predictions: per decision rule of :data:`DECISIONS`, the (N,) predicted class ids.
+            predictions: per decision rule of :attr:`matrices`, the (N,) predicted class ids.
             rare_probs: (R, N) blended probabilities of the rare classes, in :attr:`rare_classes` order.
         """
         count = len(self.class_names)
         per_rule = self.scene_matrices.setdefault(
-            scene, {rule: np.zeros((count, count), np.int64) for rule in DECISIONS}
+            scene, {rule: np.zeros((count, count), np.int64) for rule in self.matrices}
         )
-        for rule in DECISIONS:
+        for rule in self.matrices:
             matrix = confusion_matrix(truth, predictions[rule], count)
             self.matrices[rule] += matrix
             per_rule[rule] += matrix
@@ -252,6 +254,7 @@ def evaluate_scenes(
     calibration_bins: int = 10,
     pr_bins: int = 100,
     progress: bool = True,
+    extra_rules: Sequence[str] = (),
 ) -> SplitEvaluation:
     """Score a predictor on scenes, each predicted whole through the inference pass, under both :data:`DECISIONS`.
 
@@ -268,16 +271,22 @@ def evaluate_scenes(
         calibration_bins: reliability bins over ``[0, 1]``.
         pr_bins: bins (thresholds) of the precision-recall curves.
         progress: show a tqdm bar over the scenes.
+        extra_rules: decision rules of :data:`~rareseg.core.conventions.DECISION_RULES` also scored,
+            with the same thresholds, each under its own name in the result's matrices.
 
     Raises:
         DataError: a scene that is not a readable GeoTIFF with the checkpoint's band count.
         ValueError: bad options.
     """
     check_options(tile, overlap, batch_size, 10.0, threshold)
+    for rule in extra_rules:
+        check_rule(rule)
     rare = predictor.select_rare_classes(None)
     thresholds, source = predictor.thresholds_for(rare, threshold)
     names = list(class_names) if class_names is not None else list(predictor.class_names)
-    result = SplitEvaluation.empty(names, rare, split, dict(zip(rare, thresholds)), source, calibration_bins, pr_bins)
+    result = SplitEvaluation.empty(
+        names, rare, split, dict(zip(rare, thresholds)), source, calibration_bins, pr_bins, extra_rules
+    )
     options = {"tile": tile, "overlap": overlap, "batch_size": batch_size}
     with tqdm(total=len(scenes), desc=f"evaluate {split}".strip(), unit="scene", disable=not progress) as bar:
         for index, scene in enumerate(scenes):
@@ -321,6 +330,8 @@ def _score_scene(
                 scored &= truth != mask_nodata
             deployed, rare_probs = deployed_classes(rows, rare, thresholds)
             predictions = {"deployed": deployed[band][scored], "argmax": rows.argmax()[band][scored]}
+            for rule in result.matrices.keys() - predictions.keys():
+                predictions[rule] = deployed_classes(rows, rare, thresholds, rule)[0][band][scored]
             result.update(stem, truth[scored], predictions, rare_probs[:, band][:, scored])
 
         blend_scene(predictor, src, score_rows, progress=progress, **options)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rareseg.core.conventions import IGNORE_INDEX
+from rareseg.core.conventions import DECISION_RULES, IGNORE_INDEX
 from rareseg.inference.rasters import PROBABILITY_SCALE
 from rareseg.inference.tiling import BlendedRows
 
@@ -23,22 +23,52 @@ SALIENCY_LEVELS = 65534
 SALIENCY_NODATA = SALIENCY_LEVELS + 1
 
 
-def assign_classes(probs: np.ndarray, rare_classes: Sequence[int], thresholds: Sequence[float]) -> np.ndarray:
-    """Class per pixel: argmax, overridden by rare classes whose probability reaches their threshold.
+def assign_classes(
+    probs: np.ndarray, rare_classes: Sequence[int], thresholds: Sequence[float], rule: str = "override"
+) -> np.ndarray:
+    """Class per pixel under a decision rule of :data:`~rareseg.core.conventions.DECISION_RULES`.
 
-    ``c(i) = argmax_k P_k(i)``, except where some selected rare class ``r`` has ``P_r(i) >= t_r``:
-    then ``c(i) = argmax_{r : P_r(i) >= t_r} P_r(i)`` even when another class has a higher
-    probability (recall control). With ``t_r = 0.5`` this equals the argmax except on exact ties.
+    ``override``: ``c(i) = argmax_k P_k(i)``, except where some selected rare class ``r`` has
+    ``P_r(i) >= t_r``: then ``c(i) = argmax_{r : P_r(i) >= t_r} P_r(i)`` even when another class has a
+    higher probability (recall control). With ``t_r = 0.5`` this equals the argmax except on exact ties.
+
+    ``calibrated``: ``c(i) = argmax_{r : P_r(i) >= t_r} P_r(i)`` when some selected rare class reaches
+    its threshold, else ``argmax_{k not selected} P_k(i)``: a threshold above the argmax's level also
+    removes rare pixels, so the decision is the per-class rule "``P_r >= t_r``" the thresholds were
+    calibrated for.
 
     Args:
         probs: (K, H, W) class probabilities.
         rare_classes: ids of the selected rare classes.
         thresholds: one threshold in ``[0, 1]`` per selected rare class, same order.
+        rule: ``"override"`` or ``"calibrated"``.
 
     Returns:
         (H, W) int64 class ids.
     """
-    return override_rare_classes(probs.argmax(axis=0), probs[list(rare_classes)], rare_classes, thresholds)
+    return override_rare_classes(
+        _base_classes(probs, rare_classes, rule), probs[list(rare_classes)], rare_classes, thresholds
+    )
+
+
+def _base_classes(scores: np.ndarray, rare_classes: Sequence[int], rule: str) -> np.ndarray:
+    """The class a pixel gets when no selected rare class reaches its threshold, from (K, ...) scores.
+
+    Scores may be probabilities or any positive multiple of them per pixel (e.g. blended sums).
+    """
+    check_rule(rule)
+    if rule == "override":
+        return scores.argmax(axis=0)
+    others = [k for k in range(scores.shape[0]) if k not in set(rare_classes)]
+    if not others:
+        raise ValueError("the calibrated decision rule needs at least one class that is not a selected rare class")
+    return np.asarray(others)[scores[others].argmax(axis=0)]
+
+
+def check_rule(rule: str) -> None:
+    """Raise ValueError for a name that is not in :data:`~rareseg.core.conventions.DECISION_RULES`."""
+    if rule not in DECISION_RULES:
+        raise ValueError(f"decision rule must be one of {', '.join(DECISION_RULES)}, got {rule!r}")
 
 
 def override_rare_classes(
@@ -73,21 +103,23 @@ def override_rare_classes(
 
 
 def deployed_classes(
-    rows: BlendedRows, rare_classes: Sequence[int], thresholds: Sequence[float]
+    rows: BlendedRows, rare_classes: Sequence[int], thresholds: Sequence[float], rule: str = "override"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The deployed decision of a band of blended rows: the threshold rule of :func:`assign_classes`.
+    """The deployed decision of a band of blended rows: :func:`assign_classes` under ``rule``.
 
     Args:
         rows: the blended outputs.
         rare_classes: ids of the selected rare classes.
         thresholds: one threshold per selected rare class, same order.
+        rule: ``"override"`` or ``"calibrated"`` (see :func:`assign_classes`).
 
     Returns:
         (n, W) int64 classes (nodata pixels included; callers mask them with ``rows.valid``) and the
         (R, n, W) float32 blended probabilities of the selected rare classes.
     """
     rare_probs = rows.probabilities(rare_classes)
-    return override_rare_classes(rows.argmax(), rare_probs, rare_classes, thresholds), rare_probs
+    base = _base_classes(rows.prob_sums, rare_classes, rule)  # the weights are positive: same argmax
+    return override_rare_classes(base, rare_probs, rare_classes, thresholds), rare_probs
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import yaml
 from rareseg.cli import main
 from rareseg.datamodules import DataError
 from rareseg.evaluation.ablation import (
+    SCORED_RULES,
     SCORING_VERSION,
     AblationRow,
     budget_file,
@@ -59,7 +60,7 @@ def fake_score(checkpoint, scenes, workdir) -> dict:
     number = int(Path(workdir).name[3:5])
     seed = int(Path(workdir).name.split("seed")[1])
     matrix = [[100, 2, 1], [3, 20 + number, 1], [2, 1, 5 + seed]]
-    return {"version": SCORING_VERSION, "deployed": {s: matrix for s in SCENES}, "argmax": {s: matrix for s in SCENES}}
+    return {"version": SCORING_VERSION, **{rule: {s: matrix for s in SCENES} for rule in SCORED_RULES}}
 
 
 def _run(rows, out, seeds=2, jobs=1, budget=None, calls=None):
@@ -287,6 +288,8 @@ def test_train_row_and_scoring_on_a_tiny_budget(synth_root: Path, tmp_path: Path
     scoring = score_checkpoint(result["checkpoint"], result["test_scenes"], tmp_path / "scoring")
     stem = Path(result["test_scenes"][0][0]).stem
     deployed, argmax = np.array(scoring["deployed"][stem]), np.array(scoring["argmax"][stem])
+    calibrated = np.array(scoring["calibrated"][stem])
+    assert calibrated.sum() == argmax.sum()  # the same scored pixels under the two-way rule
     # a 256 px scene is one tile: the argmax is the network's on the whole scene, pixel for pixel
     with rasterio.open(result["test_scenes"][0][0]) as image, rasterio.open(result["test_scenes"][0][1]) as mask:
         pixels, truth = image.read(), mask.read(1)

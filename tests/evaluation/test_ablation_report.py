@@ -31,8 +31,15 @@ def _result(row: int, seed: int, wetland_hits: int, noise: int = 0, curve=None) 
         "rare_classes": ["water", "wetland"],
         "train_seconds": 60.0,
         "curve": curve or [{"step": 10.0, "val/rare_iou": 0.5}, {"step": 100.0, "val/rare_iou": 0.5}],
-        "scoring": {"version": SCORING_VERSION, "deployed": per_scene, "argmax": per_scene},
+        "scoring": {"version": SCORING_VERSION, "deployed": per_scene, "argmax": per_scene, "calibrated": per_scene},
     }
+
+
+def test_results_scored_before_a_rule_existed_report_the_rules_all_have() -> None:
+    old = _result(1, 0, 20)
+    del old["scoring"]["calibrated"]
+    runs = collect_runs([old, _result(1, 1, 30)], ROWS)
+    assert set(runs[1].matrices) == {"deployed", "argmax"}
 
 
 def test_collect_runs_stacks_seeds_and_scenes_and_refuses_mixed_scenes() -> None:
@@ -77,6 +84,9 @@ def test_report_tables_verdicts_and_figures(tmp_path: Path) -> None:
     assert "best peer, row 1 (CE)" in markdown  # row 2 is the weaker peer
     assert "| 2 | other peer | 3 |" in markdown and "hurts" in markdown
     assert "## Argmax (beside the headline)" in markdown and "## Convergence" in markdown
+    # the same matrices under both rules: every calibrated-vs-deployed difference is exactly 0
+    rule_rows = markdown.split("## The calibrated rule against the deployed one")[1].split("\n## ")[0]
+    assert "| 5 | new part | 3 | +0.000 [+0.000, +0.000] |" in rule_rows
     for name in ("ablation.png", "learning_curves.png"):
         assert (figures / name).read_bytes()[:4] == b"\x89PNG"
     assert "![validation learning curves](figures/learning_curves.png)" in markdown

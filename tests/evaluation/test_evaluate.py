@@ -15,6 +15,7 @@ from rareseg.core.scores import per_class_scores, summary_scores
 from rareseg.datamodules import DataError, LissIVDataModule
 from rareseg.evaluation import SplitEvaluation, evaluate, evaluate_module, load_module
 from rareseg.evaluation.report import PLOTS
+from rareseg.inference.decisions import assign_classes
 from rareseg.lightning_modules import RareSegModule
 from tests.conftest import CALIBRATED_THRESHOLDS
 
@@ -103,6 +104,26 @@ def test_split_scores_match_a_numpy_confusion_matrix_of_the_whole_scene(synth_ro
     )
     assert scores["rare_probabilities"]["water"]["ece"] == pytest.approx(ece, rel=1e-4)
     assert sum(scores["rare_probabilities"]["water"]["count"]) == expected.sum()
+
+
+def test_an_extra_rule_is_scored_on_the_same_blended_probabilities(synth_root: Path) -> None:
+    data = _data(synth_root)
+    module = _pixel_module(data)
+    result = evaluate_module(
+        module, synth_root, "test", tile=128, overlap=32, threshold=0.3, extra_rules=("calibrated",), progress=False
+    )
+    _, probs, truth = _reference(module, data, "test")
+    rare = list(data.rare_classes)
+    count = len(data.class_names)
+    for rule, key in (("override", "deployed"), ("calibrated", "calibrated")):
+        predicted = assign_classes(probs[:, None, :], rare, [0.3] * len(rare), rule)[0]
+        expected = np.bincount(truth * count + predicted, minlength=count * count).reshape(count, count)
+        np.testing.assert_array_equal(result.matrices[key], expected)
+        [(_, per_rule)] = result.scene_matrices.items()
+        np.testing.assert_array_equal(per_rule[key], expected)
+    assert not np.array_equal(result.matrices["calibrated"], result.matrices["deployed"])
+    with pytest.raises(ValueError, match="decision rule must be one of override, calibrated, got 'both'"):
+        evaluate_module(module, synth_root, "test", tile=128, overlap=32, extra_rules=("both",), progress=False)
 
 
 def test_scene_breakdown_sums_to_the_split_on_a_two_scene_split(synth_root: Path) -> None:

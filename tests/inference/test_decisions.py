@@ -8,11 +8,13 @@ import pytest
 from rareseg.inference.decisions import (
     SALIENCY_LEVELS,
     assign_classes,
+    deployed_classes,
     nodata_pixels,
     override_rare_classes,
     quantise_saliency,
     topk_level,
 )
+from rareseg.inference.tiling import BlendedRows
 
 
 def _probs(*pixels: list[float]) -> np.ndarray:
@@ -33,6 +35,35 @@ def test_rare_class_at_threshold_wins_over_the_argmax() -> None:
     np.testing.assert_array_equal(assign_classes(probs, [4, 5], [0.25, 0.25]), [[4, 0, 5, 5]])
     # only wetland selected, t=0.3: pixels 2 and 3 are wetland, the others keep the argmax
     np.testing.assert_array_equal(assign_classes(probs, [5], [0.3]), [[0, 0, 5, 5]])
+
+
+def test_calibrated_rule_gives_a_rare_class_exactly_where_it_reaches_its_threshold() -> None:
+    probs = _probs(
+        [0.2, 0.1, 0.05, 0.05, 0.6, 0.0],  # argmax water 0.6 < t 0.7: the best other class, cropland
+        [0.1, 0.3, 0.0, 0.0, 0.3, 0.3],  # water and wetland fail; fallow 0.3 is the best other class
+        [0.5, 0.1, 0.05, 0.05, 0.3, 0.0],  # argmax cropland, water 0.3 fails its 0.7
+        [0.1, 0.0, 0.0, 0.0, 0.8, 0.1],  # water 0.8 passes
+        [0.3, 0.0, 0.0, 0.0, 0.05, 0.65],  # wetland 0.65 passes its 0.6
+    )
+    thresholds = [0.7, 0.6]
+    np.testing.assert_array_equal(assign_classes(probs, [4, 5], thresholds, "calibrated"), [[0, 1, 0, 4, 5]])
+    # the seed's rule keeps the argmax where no rare class passes: pixels 0 and 1 stay rare
+    np.testing.assert_array_equal(assign_classes(probs, [4, 5], thresholds, "override"), [[4, 1, 0, 4, 5]])
+    # a rare class that is not selected is an ordinary class to the calibrated rule
+    np.testing.assert_array_equal(assign_classes(probs, [5], [0.6], "calibrated"), [[4, 1, 0, 4, 5]])
+    with pytest.raises(ValueError, match="decision rule must be one of override, calibrated"):
+        assign_classes(probs, [4], [0.5], "two-way")
+
+
+def test_calibrated_rule_on_weighted_sums_equals_the_rule_on_probabilities() -> None:
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet(np.ones(6), size=(8, 9)).transpose(2, 0, 1)
+    weights = rng.uniform(0.01, 3.0, size=(8, 9))
+    rows = BlendedRows(0, (probs * weights).astype(np.float32), None, weights.astype(np.float32), np.ones((8, 9), bool))
+    for rule in ("override", "calibrated"):
+        classes, rare_probs = deployed_classes(rows, [4, 5], [0.3, 0.2], rule)
+        np.testing.assert_array_equal(classes, assign_classes(probs.astype(np.float32), [4, 5], [0.3, 0.2], rule))
+        np.testing.assert_allclose(rare_probs, probs[[4, 5]], rtol=1e-5)
 
 
 def test_threshold_at_probability_counts_as_passing_and_half_is_argmax() -> None:
