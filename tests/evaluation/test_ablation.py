@@ -302,3 +302,48 @@ def test_train_row_and_scoring_on_a_tiny_budget(synth_root: Path, tmp_path: Path
     assert (deployed.sum(axis=1) == argmax.sum(axis=1)).all()
     assert (deployed[:, :4] <= argmax[:, :4]).all() and (deployed[:, 4:].sum(1) >= argmax[:, 4:].sum(1)).all()
     assert not (tmp_path / "scoring" / "scoring").exists()
+
+
+def _three_class_root(source: Path, target: Path) -> Path:
+    """The synthetic scenes relabelled as land / river / marsh (another class table than the embedded one)."""
+    (target / "images").mkdir(parents=True)
+    (target / "masks").mkdir()
+    lookup = np.full(256, 255, np.uint8)
+    lookup[[0, 1, 2, 3, 4, 5]] = [0, 0, 0, 0, 1, 2]
+    for image in sorted((source / "images").glob("*.tif")):
+        (target / "images" / image.name).write_bytes(image.read_bytes())
+        with rasterio.open(source / "masks" / image.name) as src:
+            profile, mask = src.profile, src.read(1)
+        with rasterio.open(target / "masks" / image.name, "w", **profile) as dst:
+            dst.write(lookup[mask], 1)
+    classes = [
+        {"id": 0, "name": "land", "color": [200, 200, 120], "rare": False},
+        {"id": 1, "name": "river", "color": [0, 0, 255], "rare": True},
+        {"id": 2, "name": "marsh", "color": [0, 200, 200], "rare": True},
+    ]
+    (target / "classes.yaml").write_text(yaml.safe_dump({"bands": ["green", "red", "nir"], "classes": classes}))
+    return target
+
+
+@pytest.mark.slow
+def test_bench_ablation_runs_a_row_on_another_root_with_other_classes(synth_root: Path, tmp_path: Path) -> None:
+    root = _three_class_root(synth_root, tmp_path / "three-classes")
+    budget = tmp_path / "budget-tiny.yaml"
+    budget.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {"max_epochs": 1, "accelerator": "cpu", "precision": "32-true", "logger": False},
+                "model": {"init_args": {"net": {"init_args": {"decoder_channels": 16}}}},
+                "data": {"init_args": {"root": "not-used", "patch_size": 64, "batch_size": 2, "length": 4}},
+            }
+        )
+    )
+    out = tmp_path / "bench"
+    args = ["bench", "ablation", "--budget", str(budget), "--data-root", str(root), "--rows", "11", "--seeds", "1"]
+    main([*args, "--out", str(out), "--config-dir", str(CONFIGS)])
+    result = load_result(result_path(out, ROWS[11], 0))
+    assert result["class_names"] == ["land", "river", "marsh"] and result["rare_classes"] == ["river", "marsh"]
+    [matrix] = result["scoring"]["deployed"].values()  # the derived split's one test scene
+    assert np.array(matrix).shape == (3, 3) and np.array(matrix).sum() > 0
+    report = (out / "ABLATION.md").read_text()
+    assert "river IoU" in report and "marsh IoU" in report and "majority class (precision guard): land" in report
