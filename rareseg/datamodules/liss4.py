@@ -113,6 +113,7 @@ class LissIVDataModule(GeoDataModule):
         salient_fraction: float = 0.5,
         topk_percent: float = 10.0,
         rare_temperature: float = 0.1,
+        rare_fraction: float = 1.0,
         val_scenes: list[str] | None = None,
         test_scenes: list[str] | None = None,
         predict_inputs: list[str] | None = None,
@@ -137,6 +138,8 @@ class LissIVDataModule(GeoDataModule):
             salient_fraction: ``"saliency"``: share of crops from the salient region, in [0, 1].
             topk_percent: ``"saliency"``: percentage of map cells forming the salient region, in (0, 100].
             rare_temperature: ``"rare"``/``"saliency"``: temperature T of ``P(c) ∝ exp((1 - f_c) / T)``.
+            rare_fraction: ``"rare"``: share of crops centred on a rare-class pixel, in (0, 1]; the
+                rest are uniform (:class:`RareClassGeoSampler`).
             val_scenes: validation scene stems (default: derived, see :func:`split_scenes`).
             test_scenes: test scene stems.
             predict_inputs: scenes for the predict stage: GeoTIFF files, folders (their
@@ -160,11 +163,14 @@ class LissIVDataModule(GeoDataModule):
             raise ValueError(f"topk_percent must be in (0, 100], got {topk_percent}")
         if not rare_temperature > 0.0:
             raise ValueError(f"rare_temperature must be > 0, got {rare_temperature}")
+        if not 0.0 < rare_fraction <= 1.0:
+            raise ValueError(f"rare_fraction must be in (0, 1], got {rare_fraction}")
         self.root = Path(root)
         self.sampler_name = sampler
         self.salient_fraction = salient_fraction
         self.topk_percent = topk_percent
         self.rare_temperature = rare_temperature
+        self.rare_fraction = rare_fraction
         self.augment = augment
         self.seed = seed
         if not self.root.exists():
@@ -369,7 +375,15 @@ class LissIVDataModule(GeoDataModule):
             "temperature": self.rare_temperature,
         }
         if self.sampler_name == "rare":
-            return RareClassGeoSampler(dataset, self.patch_size, self.length, roi=roi, generator=generator, **rare)
+            return RareClassGeoSampler(
+                dataset,
+                self.patch_size,
+                self.length,
+                roi=roi,
+                generator=generator,
+                rare_fraction=self.rare_fraction,
+                **rare,
+            )
         return SaliencyGuidedGeoSampler(
             dataset,
             self.patch_size,

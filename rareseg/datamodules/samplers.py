@@ -134,12 +134,18 @@ class _FootprintSampler(GeoSampler):
 class RareClassGeoSampler(_FootprintSampler):
     """Crops centred on rare-class pixels, rarer classes drawn more often (DAFormer-style).
 
-    Each crop: draw a rare class ``c`` with ``P(c) ∝ exp((1 - f_c) / T)`` (classes with no
-    pixel in the footprints are skipped), then a pixel uniformly among all pixels of class
-    ``c`` in all footprints (so a scene is chosen in proportion to its share of ``c``), and
-    centre the crop on it (shifted to fit the footprint; the pixel stays inside the crop).
+    Each rare-class crop: draw a rare class ``c`` with ``P(c) ∝ exp((1 - f_c) / T)`` (classes
+    with no pixel in the footprints are skipped), then a pixel uniformly among all pixels of
+    class ``c`` in all footprints (so a scene is chosen in proportion to its share of ``c``),
+    and centre the crop on it (shifted to fit the footprint; the pixel stays inside the crop).
     Class pixels come from a :class:`RareClassIndex` built once at construction from the
     masks of the dataset (see the module docstring).
+
+    With ``rare_fraction < 1`` each crop is a rare-class crop with probability
+    ``rare_fraction`` and otherwise lies at a uniformly random position (scene by footprint
+    area), so the background far from rare classes (roads, shadows, wet soil) keeps its
+    share of the training crops; ``rare_fraction = 1`` (the default) draws no uniform crop
+    and gives exactly the crops it gave before the option existed.
     """
 
     def __init__(
@@ -154,6 +160,7 @@ class RareClassGeoSampler(_FootprintSampler):
         roi: shapely.Geometry | None = None,
         generator: torch.Generator | None = None,
         cell_size: int = 32,
+        rare_fraction: float = 1.0,
     ) -> None:
         """Index the masks and prepare the class distribution.
 
@@ -168,8 +175,11 @@ class RareClassGeoSampler(_FootprintSampler):
             roi: region of interest; crops stay inside (scene bounds ∩ roi).
             generator: seeded ``torch.Generator`` for reproducible crops.
             cell_size: side in pixels of the index cells (memory vs. size of one draw's read).
+            rare_fraction: share of crops centred on a rare-class pixel, in (0, 1]; the rest are
+                uniform. May be changed between epochs.
         """
         _check_rare_arguments(class_frequencies, rare_classes, temperature, cell_size)
+        self.rare_fraction = rare_fraction
         super().__init__(dataset, size, length, units, roi, generator)
         if any(fp.mask_path is None for fp in self.footprints):
             raise ValueError(
@@ -183,9 +193,23 @@ class RareClassGeoSampler(_FootprintSampler):
                 f"no pixel of the rare classes {list(rare_classes)} lies in the sampling region of the masks"
             )
 
+    @property
+    def rare_fraction(self) -> float:
+        """Share of crops centred on a rare-class pixel, in (0, 1]."""
+        return self._rare_fraction
+
+    @rare_fraction.setter
+    def rare_fraction(self, value: float) -> None:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"rare_fraction must be in (0, 1], got {value}")
+        self._rare_fraction = float(value)
+
     def __iter__(self) -> Iterator[GeoSlice]:
-        """Yield ``len(self)`` queries, each centred on a drawn rare-class pixel."""
+        """Yield ``len(self)`` queries: centred on a drawn rare-class pixel, or (``rare_fraction`` < 1) uniform."""
         for _ in range(len(self)):
+            if self._rare_fraction < 1.0 and self._uniform() >= self._rare_fraction:
+                yield self._random_query(self._pick_scene())
+                continue
             scene, row, col = self.rare_index.draw(self._uniform)
             yield self.footprints[scene].centred_query(row, col, self.size_px)
 

@@ -153,6 +153,35 @@ def test_rare_sampler_draws_classes_by_temperature_and_pixels_uniformly(tmp_path
     assert in_first == pytest.approx(800 / 1200, abs=4 * math.sqrt((2 / 9) / len(water)))
 
 
+def test_rare_fraction_mixes_rare_centred_and_uniform_crops(tmp_path) -> None:
+    mask = np.zeros((256, 256), dtype=np.uint8)
+    mask[100:120, 100:120] = 5  # 400 wetland px: a uniform crop's centre lands on it with chance q
+    dataset = _write_scenes(tmp_path, [mask])
+
+    def sampler(fraction: float, seed: int = 7) -> RareClassGeoSampler:
+        generator = torch.Generator().manual_seed(seed)
+        return RareClassGeoSampler(
+            dataset, CROP, 2000, _frequencies([mask]), [5], generator=generator, rare_fraction=fraction
+        )
+
+    def centre_hits(crops: list) -> np.ndarray:
+        centres = np.array([(r + CROP // 2, c + CROP // 2) for r, c in (_origin(q, 0) for q in crops)])
+        return mask[centres[:, 0], centres[:, 1]] == 5
+
+    grid = np.arange(CROP // 2, 256 - CROP // 2 + 1)
+    q = np.mean(mask[grid[:, None], grid[None, :]] == 5)  # uniform centres on the 225 x 225 grid
+    assert centre_hits(list(sampler(1.0))).all()
+    share = centre_hits(list(sampler(0.3))).mean()
+    assert share == pytest.approx(0.3 + 0.7 * q, abs=3.5 * math.sqrt(0.3 * 0.7 / 2000))
+    # rare_fraction = 1 draws exactly the crops of the seed's sampler (no extra random number per crop)
+    seed_sampler = RareClassGeoSampler(
+        dataset, CROP, 2000, _frequencies([mask]), [5], generator=torch.Generator().manual_seed(7)
+    )
+    assert list(seed_sampler) == list(sampler(1.0))
+    with pytest.raises(ValueError, match=r"rare_fraction must be in \(0, 1\], got 0.0"):
+        sampler(0.0)
+
+
 def _planted_map(seed: int = 0) -> np.ndarray:
     """64 x 64 map (cells of 4 px over a 256 px scene): random background, 2.0 in cells [20:40, 30:50]."""
     saliency = np.random.default_rng(seed).uniform(0.0, 1.0, size=(64, 64)).astype(np.float32)
@@ -334,6 +363,14 @@ def test_datamodule_builds_the_named_sampler_and_exposes_it(synth_root) -> None:
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, 32, 32)
     assert all(np.isin(m.numpy(), dm.rare_classes).any() for m in batch["mask"])
+    assert dm.sampler.rare_fraction == 1.0
+    with pytest.raises(ValueError, match="rare_fraction must be in"):
+        LissIVDataModule(str(synth_root), sampler="rare", rare_fraction=1.5)
+    mixed = LissIVDataModule(str(synth_root), patch_size=32, length=8, sampler="rare", rare_fraction=0.25)
+    mixed.setup("fit")
+    assert mixed.sampler.rare_fraction == 0.25
+    mixed.sampler.rare_fraction = 0.5  # the knob path datamodule.sampler.rare_fraction
+    assert mixed.train_sampler.rare_fraction == 0.5
 
     dm = LissIVDataModule(
         str(synth_root), patch_size=32, length=8, sampler="saliency", salient_fraction=0.3, topk_percent=5
