@@ -170,7 +170,7 @@ def test_planned_runs_give_each_row_its_seeds() -> None:
 
 
 def test_rows_are_read_from_the_row_files(tmp_path: Path) -> None:
-    assert sorted(ROWS) == list(range(1, 26))
+    assert set(range(1, 26)) | {27, 28, 29} <= set(ROWS)
     assert ROWS[1] == AblationRow(1, "CE", "01-ce.yaml", peer=True, seeds=5, compare=None)
     assert ROWS[9].compare == 8 and not ROWS[9].peer
     assert {n for n, r in ROWS.items() if r.peer} == {1, 2, 3, 4, 12, 13}
@@ -231,6 +231,7 @@ def test_each_row_config_changes_what_its_row_says() -> None:
     assert optimizers == {n: sharpness.get(n, "adamw") for n in ROWS}
     samplers = {n: d["sampler"] for n, d in data.items()}
     special = {9: "rare", 10: "saliency", 11: "saliency", 13: "rare", 23: "saliency", 24: "rare", 25: "rare"}
+    special |= {27: "rare", 28: "rare", 29: "rare"}
     assert samplers == {n: special.get(n, "random") for n in ROWS}
     assert data[13]["rare_temperature"] == 0.01 and data[9]["rare_temperature"] == 0.1
     losses = {n: m["loss"]["class_path"].rsplit(".", 1)[1] for n, m in model.items()}
@@ -238,18 +239,19 @@ def test_each_row_config_changes_what_its_row_says() -> None:
         "CrossEntropyLoss", "WeightedCrossEntropyLoss", "DiceLoss", "TverskyLoss", "LovaszLoss", "CrossEntropyLoss",
         "CrossEntropyLoss",
     ]  # fmt: skip
-    assert all(losses[n] == "ARBTLoss" for n in (*range(5, 12), *range(15, 24), 25))
+    assert all(losses[n] == "ARBTLoss" for n in (*range(5, 12), *range(15, 24), 25, 29))
     assert [model[n]["loss"]["init_args"]["alpha_on"] for n in range(5, 12)] == ["fp", "fn", *["fp"] * 5]
     # each variant row sets the one option it is named after
     assert model[15]["loss"]["init_args"]["alpha_max"] == 0.7 and model[16]["loss"]["init_args"]["alpha_on"] == "both"
     assert model[17]["loss"]["init_args"]["focal_on"] == "rare" and model[18]["loss"]["init_args"]["ce_weight"] == 1
     assert model[19]["radius_mode"] == "more_rare" and model[20]["sam_on"] == "rare"
     assert model[21]["rho_warmup_steps"] == 240 and model[22]["rho0"] == 0.4
+    assert [data[n]["rare_fraction"] for n in (27, 28, 29)] == [0.5] * 3 and "rare_fraction" not in data[13]
     assert model[2]["loss"]["init_args"]["power"] == 0.5  # inverse square root
     peers = [n for n in ROWS if ROWS[n].peer]
     assert all(model[n]["net"]["init_args"]["saliency"] is False and model[n]["aux_weight"] == 0 for n in peers)
-    assert all(model[n]["net"]["init_args"]["saliency"] is True for n in (*range(5, 12), *range(14, 26)))
-    for n in (*range(1, 10), *range(12, 23), 24, 25):
+    assert all(model[n]["net"]["init_args"]["saliency"] is True for n in (*range(5, 12), *range(14, 26), 28, 29))
+    for n in (*range(1, 10), *range(12, 23), 24, 25, 27, 28, 29):
         assert "Babysitter" not in _callbacks(n) and "SaliencyRefresh" not in _callbacks(n)
     assert "SaliencyRefresh" in _callbacks(10) and "Babysitter" not in _callbacks(10)
     assert {"SaliencyRefresh", "Babysitter"} <= set(_callbacks(11))
