@@ -123,6 +123,7 @@ def write_ablation_report(
     context: Sequence[str] = (),
     curve_rows: Sequence[int] = (1, 11),
     replicates: int = 4000,
+    analysis: str | None = None,
 ) -> str:
     """Write the ablation report (Markdown) and its figures (PNG); return the Markdown.
 
@@ -135,6 +136,7 @@ def write_ablation_report(
         context: extra lines for the header (machine, date, wall time).
         curve_rows: rows whose learning curves are drawn (one line per seed) and checked for convergence.
         replicates: bootstrap replicates per interval.
+        analysis: Markdown written by hand (what the numbers mean), placed after the introduction.
     """
     runs = collect_runs(results, rows)
     if not runs:
@@ -165,6 +167,8 @@ def write_ablation_report(
         f"- majority class (precision guard): {names[majority]}; rare classes: {', '.join(rare_names)}",
         "",
     ]
+    if analysis:
+        lines += [analysis.strip(), ""]
     lines += _convergence_section(runs, curve_rows, figures, report, rare_names)
     scored = next(iter(runs.values())).matrices
     for decision in SCORED_RULES:

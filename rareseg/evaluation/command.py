@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rareseg.datamodules.liss4 import SPLITS
@@ -118,6 +119,9 @@ def bench_command(argv: Sequence[str]) -> None:
     ablation.add_argument(
         "--report-only", action="store_true", help="write the report from the finished results without training"
     )
+    ablation.add_argument(
+        "--analysis", default=None, help="Markdown file with a written analysis, placed after the report's introduction"
+    )
     args = parser.parse_args(argv)
     for name in ("seeds", "jobs", "threads"):
         value = getattr(args, name)
@@ -149,5 +153,41 @@ def bench_command(argv: Sequence[str]) -> None:
     if not results:
         raise SystemExit(f"rareseg bench: no finished ablation results in {out}")
     command = shlex.join(["rareseg", "bench", *(a for a in argv if a != "--report-only")])
-    write_ablation_report(results, known, report, out, command)
+    core_hours = sum(result["train_seconds"] for result in results) / 3600
+    context = [
+        f"machine: {_machine()}",
+        f"report written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {_commit()}",
+        f"{len(results)} runs, {core_hours:.1f} hours of training (one torch thread each)",
+    ]
+    analysis = Path(args.analysis).read_text() if args.analysis else None
+    write_ablation_report(results, known, report, out, command, context=context, analysis=analysis)
     print(f"wrote {report} from {len(results)} finished runs")
+
+
+def _machine() -> str:
+    """CPU model and core count, e.g. ``AMD EPYC 7B13, 2 cores``."""
+    import os
+
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        import platform
+
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def _commit() -> str:
+    """The git commit of the working tree (``unknown`` outside a repository)."""
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

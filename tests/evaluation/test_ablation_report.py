@@ -71,8 +71,17 @@ def test_report_tables_verdicts_and_figures(tmp_path: Path) -> None:
     results += [_result(2, s, 10) for s in range(3)]
     report, figures = tmp_path / "ABLATION.md", tmp_path / "figures"
     markdown = write_ablation_report(
-        results, ROWS, report, figures, "rareseg bench ablation --rows 1,2,5", replicates=500
+        results,
+        ROWS,
+        report,
+        figures,
+        "rareseg bench ablation --rows 1,2,5",
+        context=["machine: test"],
+        replicates=500,
+        analysis="## What it means\n\nRow 5 wins.",
     )
+    assert "- machine: test" in markdown
+    assert markdown.index("## What it means") < markdown.index("## Convergence")
     assert report.read_text() == markdown
     assert "`rareseg bench ablation --rows 1,2,5`" in markdown
     # row 1's wetland IoU pooled over both scenes, per seed, then averaged: hand-computed with summary_scores
