@@ -7,7 +7,7 @@
 | ``tiling`` | tile layout, blending window, ``BlendedRows`` |
 | ``scene`` | the pass (``blend_scene``: tile, predict, blend, stream rows) and ``predict_scene`` (GeoTIFFs) |
 | ``decisions`` | the deployed decision rule (``deployed_classes``), output encodings, top-k |
-| ``rasters`` | output files, their description, row writing, overviews, previews |
+| ``rasters`` | output files, their description, row writing, overviews and COG layout, QGIS sidecars, previews |
 | ``summary`` | grid and class areas of ``summary.json`` |
 | ``saliency_map`` | low-resolution saliency maps for the training sampler |
 | ``writer`` | ``ScenePredictionWriter`` for ``rareseg predict`` |
@@ -41,6 +41,7 @@ LAZY_EXPORTS = {
     "BlockRowWriter": "rareseg.inference.rasters",
     "describe_outputs": "rareseg.inference.rasters",
     "overview_factors": "rareseg.inference.rasters",
+    "write_mask_sidecars": "rareseg.inference.rasters",
     "accumulate_cells": "rareseg.inference.saliency_map",
     "scene_saliency_map": "rareseg.inference.saliency_map",
     "InferenceCancelled": "rareseg.inference.scene",

@@ -73,6 +73,7 @@ from rareseg.inference.rasters import (
     describe_outputs,
     output_profile,
     write_mask_preview,
+    write_mask_sidecars,
     write_probability_preview,
 )
 from rareseg.inference.summary import grid_summary
@@ -431,9 +432,10 @@ def predict_scene(
     every band):
 
     - ``mask.tif``: uint8 class ids with a colour table, class names in the band tags and
-      ``class_names`` metadata, 255 = nodata.
+      ``class_names`` metadata, 255 = nodata; beside it ``mask.tif.aux.xml`` (GDAL category names
+      and attribute table) and ``mask.qml`` (QGIS style with the K classes).
     - ``rare_prob.tif``: one band per selected rare class (description = class name), uint8
-      percent ``round(100 P)`` with GDAL scale 0.01, 255 = nodata.
+      ``round(100 P)`` with GDAL scale 0.01 (scaled value = probability), 255 = nodata.
     - ``saliency_topk.tif``: uint8 1 for the top ``topk`` % of valid pixels by saliency score, 0
       otherwise, 255 = nodata. The score is the saliency head's ``max_r sigmoid(s_r)`` over the
       selected rare classes, or ``max_r P_r`` when the network has no saliency head; ties at the
@@ -491,6 +493,7 @@ def predict_scene(
                 report(TOPK_DONE)
                 build_overviews(staging / "saliency_topk.tif", Resampling.nearest)
                 _finish_mask_and_probabilities(staging, predictor.class_colors, preview_max_side)
+                write_mask_sidecars(staging / "mask.tif", predictor.class_names, predictor.class_colors)
                 if cancelled():
                     raise InferenceCancelled("prediction cancelled")
                 summary = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from rareseg.inference import (
 )
 from rareseg.inference import scene as scene_module
 from rareseg.inference.scene import PREDICTION_SHARE, TOPK_DONE
+from tests.inference.cog import cog_layout_problems
+from tests.inference.gdal_c import band_categories
 from tests.inference.helpers import (
     BAND_MEAN,
     BAND_STD,
@@ -76,6 +79,13 @@ def test_outputs_share_the_input_grid_and_carry_their_metadata(scene_path: Path,
             assert (dst.count, dst.dtypes[0], dst.nodata) == (count, "uint8", 255)
             assert dst.block_shapes == [(256, 256)] * count and dst.compression.value == "DEFLATE"
             assert dst.overviews(1) == [2]
+        assert cog_layout_problems(out / name) == []
+    # QGIS's legend: GDAL's category names, and the default style with exactly the K classes
+    assert band_categories(out / "mask.tif").category_names == CLASS_NAMES
+    palette = ET.parse(out / "mask.qml").getroot().iter("paletteEntry")
+    assert [(entry.get("value"), entry.get("label")) for entry in palette] == [
+        (str(i), name) for i, name in enumerate(CLASS_NAMES)
+    ]
     with rasterio.open(out / "mask.tif") as mask:
         assert mask.colormap(1)[4] == (30, 90, 230, 255)
         assert mask.colormap(1)[255][3] == 0
@@ -85,7 +95,10 @@ def test_outputs_share_the_input_grid_and_carry_their_metadata(scene_path: Path,
         assert set(np.unique(mask.read(1))) <= set(range(6)) | {255}
     with rasterio.open(out / "rare_prob.tif") as probs:
         assert probs.descriptions == ("water", "wetland")
-        assert probs.scales == (0.01, 0.01)
+        assert probs.scales == (0.01, 0.01) and probs.offsets == (0.0, 0.0)
+        # one convention: stored round(100 P), scaled value = probability; no unit type, no "percent"
+        assert probs.units == (None, None) and "units" not in probs.tags()
+        assert probs.tags()["encoding"].startswith("probability = value * 0.01")
         assert set(np.unique(probs.read())) <= set(range(101)) | {255}
     assert set(np.unique(_read(out / "saliency_topk.tif"))) == {0, 1, 255}
     preview = matplotlib.image.imread(out / "preview_mask.png")
