@@ -8,13 +8,18 @@ API (every error is JSON ``{"error": reason, "status": code}``):
   ``topk``, see :func:`~rareseg.web.options.parse_options`): 202 ``{"id": ..., "status": "queued"}``.
 - ``GET /api/jobs/<id>``: status, progress 0..1, error, downloadable files, options.
 - ``GET /api/jobs/<id>/files/<name>``: one of the job's files (:data:`~rareseg.web.jobs.FILES`).
-- ``POST /api/jobs/<id>/render``: re-render a finished job with new options (form fields as
-  above; missing ones keep their current value) from its stored probabilities.
+- ``POST /api/jobs/<id>/render``: re-render a finished job with new options from its stored
+  probabilities: the fields above as form data or as a JSON object (``{"threshold": 0.4}``,
+  see :func:`~rareseg.web.options.fields_from_json`); missing ones keep their current value.
+
+A malformed body (bad JSON, an unknown or repeated field, a value of the wrong type or out of
+range) gets 400 with one line naming the field.
 - ``POST /api/jobs/<id>/cancel``: 202, stop a queued or running job.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,7 @@ from werkzeug.utils import secure_filename
 from rareseg.inference import Predictor, load_predictor
 from rareseg.web.config import WebConfig
 from rareseg.web.jobs import Job, JobManager, JobStateError
-from rareseg.web.options import parse_options
+from rareseg.web.options import check_field_names, fields_from_json, parse_options
 
 #: Key of the :class:`JobManager` in ``app.extensions``.
 EXTENSION = "rareseg.jobs"
@@ -36,6 +41,8 @@ EXTENSION = "rareseg.jobs"
 COLORBAR_STOPS = 11
 #: Name shown for an upload whose name has nothing usable left after sanitising.
 FALLBACK_NAME = "upload.tif"
+#: Content types of form data (``request.form``).
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 #: Headers of every response: nothing may load from outside the server, no sniffing, no framing.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -79,6 +86,29 @@ def display_name(filename: str | None) -> str:
     return secure_filename(filename or "")[:100] or FALLBACK_NAME
 
 
+def _option_fields() -> dict[str, str]:
+    """The option fields of the request body: form data or a JSON object; 400 with one line otherwise."""
+    try:
+        if request.is_json:
+            try:
+                body = json.loads(request.get_data(cache=False))
+            except ValueError as err:
+                raise ValueError(f"request body: malformed JSON ({str(err).splitlines()[0]})") from None
+            return fields_from_json(body)
+        if request.mimetype in FORM_TYPES:
+            check_field_names(list(request.form))
+            for name in request.form:
+                if len(request.form.getlist(name)) > 1:
+                    raise ValueError(f"{name}: given {len(request.form.getlist(name))} times, give it once")
+            return request.form.to_dict()
+        if request.get_data(cache=False):
+            kind = request.mimetype or "data without a Content-Type"
+            raise ValueError(f"request body: send the fields as JSON (application/json) or form data, not {kind}")
+        return {}
+    except ValueError as err:
+        abort(400, description=str(err))
+
+
 @page.get("/")
 def index() -> str:
     """The single page."""
@@ -118,8 +148,9 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     upload = request.files.get("image")
     if upload is None or not upload.filename:
         abort(400, description="no file in the form field 'image'")
+    fields = _option_fields()
     try:
-        options = parse_options(request.form, manager.predictor, manager.config.topk)
+        options = parse_options(fields, manager.predictor, manager.config.topk)
         job = manager.submit(upload.save, display_name(upload.filename), options)
     except ValueError as err:
         abort(400, description=str(err))
@@ -151,8 +182,9 @@ def render_job(job_id: str) -> Response:
     """Re-render a finished job's outputs with new options, without running the network."""
     manager = _manager()
     job = _job(job_id)
+    fields = _option_fields()
     try:
-        options = parse_options(request.form, manager.predictor, manager.config.topk, current=job.options)
+        options = parse_options(fields, manager.predictor, manager.config.topk, current=job.options)
     except ValueError as err:
         abort(400, description=str(err))
     manager.render(job, options)
