@@ -12,6 +12,9 @@ API (every error is JSON ``{"error": reason, "status": code}``):
   probabilities: the fields above as form data or as a JSON object (``{"threshold": 0.4}``,
   see :func:`~rareseg.web.options.fields_from_json`); missing ones keep their current value.
 
+When the app has an access token (:attr:`~rareseg.web.config.WebConfig.token`), every route,
+the page and static files included, answers 401 without it (:mod:`rareseg.web.access`).
+
 A malformed body (bad JSON, an unknown or repeated field, a value of the wrong type or out of
 range) gets 400 with one line naming the field.
 - ``POST /api/jobs/<id>/cancel``: 202, stop a queued or running job.
@@ -31,6 +34,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntit
 from werkzeug.utils import secure_filename
 
 from rareseg.inference import Predictor, load_predictor
+from rareseg.web.access import require_token
 from rareseg.web.config import WebConfig
 from rareseg.web.jobs import Job, JobManager, JobStateError
 from rareseg.web.options import check_field_names, fields_from_json, parse_options
@@ -226,6 +230,8 @@ def create_app(config: WebConfig | Mapping[str, Any] | None = None, predictor: P
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.extensions[EXTENSION] = JobManager(predictor, settings, app.logger)
+    if settings.token is not None:
+        require_token(app, settings.token)
     app.register_blueprint(page)
     app.register_blueprint(api)
 
@@ -243,7 +249,10 @@ def create_app(config: WebConfig | Mapping[str, Any] | None = None, predictor: P
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> tuple[Response, int]:
-        return _error(err.code or 500, err.description or err.name)
+        response, status = _error(err.code or 500, err.description or err.name)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="rareseg"'
+        return response, status
 
     @app.after_request
     def security_headers(response: Response) -> Response:

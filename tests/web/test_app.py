@@ -18,7 +18,16 @@ from rareseg.datamodules import DataError
 from rareseg.inference import Predictor
 from rareseg.synth.scene import CLASSES
 from rareseg.web import FILES, WebConfig, create_app, display_name, job_manager
-from tests.web.helpers import GatedNet, make_app, predictor_of, truncated_copy, upload, wait_for, write_tiff
+from tests.web.helpers import (
+    TILING,
+    GatedNet,
+    make_app,
+    predictor_of,
+    truncated_copy,
+    upload,
+    wait_for,
+    write_tiff,
+)
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
@@ -376,8 +385,8 @@ def test_create_app_loads_the_checkpoint_once(web_checkpoint: Path, tmp_path: Pa
         job_manager(app).shutdown()
 
 
-def test_default_jobs_folder_is_a_new_temporary_one(predictor: Predictor) -> None:
-    app = create_app(WebConfig(), predictor=predictor)
+def test_default_jobs_folder_is_a_new_temporary_one_removed_at_shutdown(predictor: Predictor, scene: Path) -> None:
+    app = create_app(WebConfig(device="cpu", **TILING), predictor=predictor)
     manager = job_manager(app)
     try:
         assert (
@@ -385,9 +394,18 @@ def test_default_jobs_folder_is_a_new_temporary_one(predictor: Predictor) -> Non
             and manager.jobs_dir.name.startswith("rareseg-web-")
             and not any(manager.jobs_dir.iterdir())
         )
+        client = app.test_client()
+        assert wait_for(client, upload(client, scene).get_json()["id"])["status"] == "done"
+        assert any(manager.jobs_dir.iterdir())
     finally:
         manager.shutdown()
-        manager.jobs_dir.rmdir()
+    assert not manager.jobs_dir.exists()
+
+
+def test_a_given_jobs_folder_is_kept_at_shutdown(predictor: Predictor, tmp_path: Path) -> None:
+    app = make_app(predictor, tmp_path / "jobs")
+    job_manager(app).shutdown()
+    assert (tmp_path / "jobs").is_dir()
 
 
 @pytest.mark.parametrize(
@@ -400,6 +418,9 @@ def test_default_jobs_folder_is_a_new_temporary_one(predictor: Predictor) -> Non
         ({"checkpoint": "x.ckpt", "keep_jobs": 0}, "keep_jobs must be >= 1, got 0"),
         ({"checkpoint": "x.ckpt", "tile": 8}, "tile must be >= 16 pixels, got 8"),
         ({"checkpoint": "x.ckpt", "topk": 0}, r"topk must be a percentage in \(0, 100\], got 0"),
+        ({"checkpoint": "x.ckpt", "max_job_age_hours": 0}, "max_job_age_hours must be > 0, got 0"),
+        ({"checkpoint": "x.ckpt", "token": "short"}, "the access token must be at least 16 printable characters"),
+        ({"checkpoint": "x.ckpt", "token": "a token with spaces"}, "at least 16 printable characters without spaces"),
         ({"checkpoint": "missing.ckpt"}, "missing.ckpt: checkpoint not found"),
     ],
 )
