@@ -30,7 +30,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request, send_file, url_for
-from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
 from rareseg.inference import Predictor, load_predictor
@@ -249,7 +249,14 @@ def create_app(config: WebConfig | Mapping[str, Any] | None = None, predictor: P
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> tuple[Response, int]:
-        response, status = _error(err.code or 500, err.description or err.name)
+        reason = err.description or err.name
+        if isinstance(err, NotFound) and reason == NotFound.description:
+            reason = f"no such page or API route: {request.path}"
+        elif isinstance(err, MethodNotAllowed):
+            reason = (
+                f"{request.method} is not allowed on {request.path} (allowed: {', '.join(err.valid_methods or [])})"
+            )
+        response, status = _error(err.code or 500, reason)
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="rareseg"'
         return response, status
