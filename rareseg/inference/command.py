@@ -10,6 +10,7 @@ from tqdm import tqdm
 from rareseg.inference.checkpoint import load_predictor
 from rareseg.inference.predictor import resolve_device
 from rareseg.inference.scene import check_options, predict_scene
+from rareseg.inference.selection import split_class_list
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,10 +66,10 @@ def infer_command(argv: Sequence[str]) -> None:
     try:
         check_options(args.tile, args.overlap, args.batch_size, args.topk, args.threshold, args.preview_side)
         resolve_device(args.device)
+        rare = None if args.rare_classes is None else split_class_list(args.rare_classes, "--rare-classes")
     except ValueError as err:
         parser.error(str(err))
     predictor = load_predictor(args.checkpoint, device=args.device, precision=args.precision)
-    rare = None if args.rare_classes is None else [name for name in args.rare_classes.split(",") if name.strip()]
     with tqdm(
         total=100,
         desc="infer",
