@@ -14,6 +14,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from rareseg.callbacks import RareClassMetrics, ThresholdCalibrator
+from rareseg.inference.radiometry import parse_input_scale
 from rareseg.inference.scene import check_options
 from rareseg.inference.writer import ScenePredictionWriter
 
@@ -73,6 +74,7 @@ class RareSegCLI(LightningCLI):
             check_options(
                 writer.tile, writer.overlap, writer.batch_size, writer.topk, writer.threshold, writer.preview_max_side
             )
+            parse_input_scale(writer.input_scale)
         except ValueError as err:
             self.parser.error(f"prediction_writer: {err}")
         if self.subcommand != "predict":
