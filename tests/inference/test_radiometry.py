@@ -227,3 +227,14 @@ def test_infer_input_scale_option_and_its_check(
              + [*common, "--input-scale", "zero"])  # fmt: skip
     assert "input scale must be a positive number or auto, got 'zero'" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_evaluate_records_and_warns_about_each_scene(scenes: dict[str, Path], tmp_path: Path) -> None:
+    from rareseg.evaluation.evaluate import ScoredScene, evaluate_scenes
+
+    truth = write_geotiff(tmp_path / "truth.tif", np.zeros((1, 192, 192), dtype=np.uint8), nodata=255)
+    scored = [ScoredScene(scenes["base"], truth), ScoredScene(scenes["x10"], truth)]
+    with pytest.warns(RadiometryWarning, match="x10.tif: .*--input-scale 0.1"):
+        result = evaluate_scenes(_predictor(), scored, tile=96, overlap=16, progress=False)
+    record = result.to_dict()["radiometry"]
+    assert (record["base"]["ok"], record["x10"]["ok"], record["x10"]["detected_factor"]) == (True, False, 0.1)
