@@ -25,7 +25,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, jsonify, rende
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
-from rareseg.inference import Predictor, load_predictor
+from rareseg.inference import Predictor, load_predictor, parse_input_scale
 from rareseg.web.config import WebConfig
 from rareseg.web.jobs import Job, JobManager, JobStateError
 from rareseg.web.options import parse_options
@@ -120,7 +120,8 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
         abort(400, description="no file in the form field 'image'")
     try:
         options = parse_options(request.form, manager.predictor, manager.config.topk)
-        job = manager.submit(upload.save, display_name(upload.filename), options)
+        input_scale = parse_input_scale(request.form.get("input_scale") or "1")
+        job = manager.submit(upload.save, display_name(upload.filename), options, input_scale)
     except ValueError as err:
         abort(400, description=str(err))
     return jsonify(id=job.id, status=job.status), 202, {"Location": url_for(".job_status", job_id=job.id)}
