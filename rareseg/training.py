@@ -28,6 +28,7 @@ DATA_TO_MODEL = (
     "class_frequencies",
     "band_mean",
     "band_std",
+    "normalisation",
 )
 #: Datamodule attributes linked into the network and the loss when the config names them.
 DATA_TO_NET = ("num_classes", "in_channels", "rare_classes")
