@@ -238,3 +238,42 @@ def test_evaluate_records_and_warns_about_each_scene(scenes: dict[str, Path], tm
         result = evaluate_scenes(_predictor(), scored, tile=96, overlap=16, progress=False)
     record = result.to_dict()["radiometry"]
     assert (record["base"]["ok"], record["x10"]["ok"], record["x10"]["detected_factor"]) == (True, False, 0.1)
+
+
+def test_prediction_writer_input_scale_reaches_every_scene(
+    synth_root: Path, checkpoint_path: Path, tmp_path: Path
+) -> None:
+    from lightning.pytorch import Trainer
+
+    from rareseg.datamodules import LissIVDataModule
+    from rareseg.inference import ScenePredictionWriter
+    from rareseg.lightning_modules import RareSegModule
+
+    scene = synth_root / "images" / "scene_03.tif"
+    scaled = tmp_path / "new" / "scene_03_x10.tif"
+    scaled.parent.mkdir()
+    with rasterio.open(scene) as src:
+        image, profile = src.read(), src.profile
+    with rasterio.open(scaled, "w", **profile) as dst:
+        dst.write(image * 10)
+    with pytest.raises(ValueError, match="input scale must be a positive number or auto, got -1"):
+        ScenePredictionWriter(input_scale=-1)
+    masks = {}
+    for name, path, scale in (("plain", scene, 1.0), ("auto", scaled, "auto")):
+        datamodule = LissIVDataModule(str(synth_root), generate_if_missing=False, predict_inputs=[str(path)])
+        module = RareSegModule.load_from_checkpoint(checkpoint_path, map_location="cpu")
+        writer = ScenePredictionWriter(output_dir=str(tmp_path / name), tile=128, overlap=16, input_scale=scale)
+        trainer = Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            default_root_dir=tmp_path,
+            callbacks=[writer],
+        )
+        trainer.predict(module, datamodule=datamodule, ckpt_path=checkpoint_path, return_predictions=False)
+        folder = tmp_path / name / path.stem
+        masks[name] = _mask(folder)
+        record = json.loads((folder / "summary.json").read_text())["radiometry"]
+        assert record["input_scale"] == pytest.approx(1.0 if name == "plain" else 0.1)
+    np.testing.assert_array_equal(masks["auto"], masks["plain"])
