@@ -64,6 +64,7 @@ from rareseg.inference.decisions import (
     topk_level,
 )
 from rareseg.inference.predictor import Predictor
+from rareseg.inference.radiometry import parse_input_scale, prepare_scene
 from rareseg.inference.rasters import (
     BLOCK,
     OUTPUTS,
@@ -423,6 +424,7 @@ def predict_scene(
     threshold: float | None = None,
     topk: float = 10.0,
     preview_max_side: int = 1024,
+    input_scale: float | str = 1.0,
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> SceneResult:
@@ -442,7 +444,9 @@ def predict_scene(
       cut are included (see :func:`~rareseg.inference.decisions.topk_level`).
     - ``preview_mask.png``, ``preview_prob.png``: decimated renderings.
     - ``summary.json``: per-class pixels and hectares (``count * pixel area / 10^4``), CRS,
-      thresholds, tiles, device and timing.
+      thresholds, tiles, device and timing, and the radiometry check
+      (:func:`~rareseg.inference.radiometry.prepare_scene`, which warns when the scene's scale or
+      band order does not match the checkpoint's training data).
 
     A selected rare class whose probability reaches its threshold wins the pixel even when the
     argmax is another class (:func:`~rareseg.inference.decisions.assign_classes`). Thresholds:
@@ -460,6 +464,8 @@ def predict_scene(
         threshold: one threshold in [0, 1] for every selected rare class.
         topk: percentage of valid pixels marked in ``saliency_topk.tif``.
         preview_max_side: longer side of the PNG previews, in pixels.
+        input_scale: factor multiplying the bands before normalisation, or ``"auto"`` (the factor
+            the radiometry check detects).
         progress: called with the fraction done, 0..1.
         cancel: polled between batches; returning True stops the run with :class:`InferenceCancelled`.
 
@@ -472,6 +478,7 @@ def predict_scene(
         InferenceCancelled: ``cancel`` returned True; nothing was written.
     """
     check_options(tile, overlap, batch_size, topk, threshold, preview_max_side)
+    parse_input_scale(input_scale)
     rare = predictor.select_rare_classes(rare_classes)
     thresholds, threshold_source = predictor.thresholds_for(rare, threshold)
     input_path, out_dir = Path(image_path), Path(out_dir)
@@ -481,6 +488,7 @@ def predict_scene(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # open_scene says it once, naming the file
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_scene(input_path, predictor.in_channels) as src:
+            predictor, radiometry = prepare_scene(predictor, src, str(input_path), input_scale)
             staging = _staging_dir(out_dir)
             try:
                 options = {"tile": tile, "overlap": overlap, "batch_size": batch_size}
@@ -519,6 +527,7 @@ def predict_scene(
                     },
                     "device": str(predictor.device),
                     "precision": predictor.precision,
+                    "radiometry": radiometry.summary(),
                     "seconds": time.perf_counter() - started,
                     "outputs": list(OUTPUTS),
                 }

@@ -23,7 +23,7 @@ range) gets 400 with one line naming the field.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, jsonify, rende
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
-from rareseg.inference import Predictor, load_predictor
+from rareseg.inference import Predictor, load_predictor, parse_input_scale
 from rareseg.web.access import require_token
 from rareseg.web.config import WebConfig
 from rareseg.web.jobs import Job, JobManager, JobStateError
@@ -90,8 +90,11 @@ def display_name(filename: str | None) -> str:
     return secure_filename(filename or "")[:100] or FALLBACK_NAME
 
 
-def _option_fields() -> dict[str, str]:
-    """The option fields of the request body: form data or a JSON object; 400 with one line otherwise."""
+def _option_fields(extra: Sequence[str] = ()) -> dict[str, str]:
+    """The option fields of the request body: form data or a JSON object; 400 with one line otherwise.
+
+    ``extra`` names form fields accepted besides the rendering options (the upload's ``input_scale``).
+    """
     try:
         if request.is_json:
             try:
@@ -100,7 +103,7 @@ def _option_fields() -> dict[str, str]:
                 raise ValueError(f"request body: malformed JSON ({str(err).splitlines()[0]})") from None
             return fields_from_json(body)
         if request.mimetype in FORM_TYPES:
-            check_field_names(list(request.form))
+            check_field_names([name for name in request.form if name not in extra])
             for name in request.form:
                 if len(request.form.getlist(name)) > 1:
                     raise ValueError(f"{name}: given {len(request.form.getlist(name))} times, give it once")
@@ -152,10 +155,11 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     upload = request.files.get("image")
     if upload is None or not upload.filename:
         abort(400, description="no file in the form field 'image'")
-    fields = _option_fields()
+    fields = _option_fields(extra=("input_scale",))
     try:
+        input_scale = parse_input_scale(fields.pop("input_scale", "") or "1")
         options = parse_options(fields, manager.predictor, manager.config.topk)
-        job = manager.submit(upload.save, display_name(upload.filename), options)
+        job = manager.submit(upload.save, display_name(upload.filename), options, input_scale)
     except ValueError as err:
         abort(400, description=str(err))
     return jsonify(id=job.id, status=job.status), 202, {"Location": url_for(".job_status", job_id=job.id)}

@@ -96,6 +96,8 @@ class Job:
         version: number of renders so far (changes whenever the outputs change).
         created: ``time.monotonic()`` when the job was submitted.
         finished: ``time.monotonic()`` when it reached a final status, else None.
+        input_scale: factor multiplying the bands before normalisation, or ``"auto"``.
+        radiometry: the scene's radiometry check (``summary.json``'s entry, the upload's name in its warning).
     """
 
     id: str
@@ -112,6 +114,8 @@ class Job:
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     render_lock: threading.Lock = field(default_factory=threading.Lock)
     future: Future[None] | None = None
+    input_scale: float | str = 1.0
+    radiometry: dict[str, Any] | None = None
 
     def files(self) -> list[str]:
         """Names of the downloadable files (:data:`FILES`) the job has produced so far."""
@@ -175,13 +179,16 @@ class JobManager:
         self._sweeper = threading.Thread(target=self._sweep, name="rareseg-job-sweeper", daemon=True)
         self._sweeper.start()
 
-    def submit(self, save: Callable[[Path], None], input_name: str, options: RenderOptions) -> Job:
+    def submit(
+        self, save: Callable[[Path], None], input_name: str, options: RenderOptions, input_scale: float | str = 1.0
+    ) -> Job:
         """Save an upload into a new job folder, check it, and queue its prediction.
 
         Args:
             save: writes the uploaded bytes to the path it is given.
             input_name: the uploaded file's name, for messages.
             options: the options of the first rendering.
+            input_scale: factor multiplying the bands before normalisation, or ``"auto"``.
 
         Returns:
             The queued job.
@@ -209,7 +216,7 @@ class JobManager:
             with self._lock:
                 self._saving.discard(job_id)
             raise
-        job = Job(job_id, directory, input_name, upload, options)
+        job = Job(job_id, directory, input_name, upload, options, input_scale=input_scale)
         with self._lock:
             self._jobs[job_id] = job
             self._saving.discard(job_id)
@@ -264,7 +271,8 @@ class JobManager:
 
     def _summary_fields(self, job: Job) -> dict[str, Any]:
         checkpoint = self.predictor.checkpoint
-        return {"input": job.input_name, "checkpoint": None if checkpoint is None else checkpoint.name}
+        fields = {"input": job.input_name, "checkpoint": None if checkpoint is None else checkpoint.name}
+        return fields if job.radiometry is None else {**fields, "radiometry": job.radiometry}
 
     def _public_message(self, err: BaseException, job: Job) -> str:
         """First line of an error, with the server's paths replaced by the upload's name."""
@@ -282,7 +290,7 @@ class JobManager:
                 return
             job.status = "running"
         try:
-            predict_scene(
+            result = predict_scene(
                 self.predictor,
                 job.directory / INPUT_FILE,
                 job.directory / NETWORK_DIR,
@@ -292,9 +300,15 @@ class JobManager:
                 threshold=ARGMAX_THRESHOLD,
                 topk=job.options.topk,
                 preview_max_side=self.config.preview_side,
+                input_scale=job.input_scale,
                 progress=lambda fraction: job.advance(NETWORK_SHARE * fraction),
                 cancel=job.cancel_requested.is_set,
             )
+            radiometry = result.summary["radiometry"]
+            warning = radiometry["warning"] and radiometry["warning"].replace(
+                str(job.directory / INPUT_FILE), job.input_name
+            )
+            job.radiometry = {**radiometry, "warning": warning}
             with job.render_lock:
                 render_outputs(
                     job.directory / NETWORK_DIR,
