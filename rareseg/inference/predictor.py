@@ -200,6 +200,9 @@ class Predictor:
     def normalise(self, tiles: np.ndarray) -> torch.Tensor:
         """Raw tiles as the network's input: ``x' = (x - band_mean) / band_std`` per band, float32 on :attr:`device`.
 
+        Non-finite values (NaN, +/-Inf: nodata, see :func:`~rareseg.core.pixels.nodata_pixels`) become 0,
+        the band mean, so they do not spread through the network into their valid neighbours.
+
         Args:
             tiles: (B, C, H, W) pixel values in file units (DN or reflectance).
 
@@ -211,7 +214,7 @@ class Predictor:
         batch = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(self.device)
         mean = torch.from_numpy(self.band_mean).to(self.device)[None, :, None, None]
         std = torch.from_numpy(self.band_std).to(self.device)[None, :, None, None]
-        return (batch - mean) / std
+        return torch.nan_to_num((batch - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
 
     @torch.inference_mode()
     def network_outputs(self, tiles: np.ndarray) -> SegmentationOutput:
