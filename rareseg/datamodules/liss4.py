@@ -39,9 +39,11 @@ BLOCK_ROWS = {"train": (0.0, 0.7), "val": (0.7, 0.85), "test": (0.85, 1.0)}
 
 
 class MarkNodata:
-    """Sample transform: pixels whose every band equals ``nodata`` get mask 255 (ignore).
+    """Sample transform: pixels whose every band equals ``nodata``, or with a NaN/Inf band, get mask 255 (ignore).
 
-    Also covers the fill outside a scene's footprint, which torchgeo reads as nodata.
+    Also covers the fill outside a scene's footprint, which torchgeo reads as nodata. Non-finite
+    values are replaced by the nodata value (0 when that is not finite either), so normalisation
+    and the network see finite numbers only.
     """
 
     def __init__(self, nodata: float) -> None:
@@ -49,7 +51,11 @@ class MarkNodata:
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         """Apply to a sample with ``image`` (C, H, W) and ``mask`` (H, W)."""
-        empty = (sample["image"] == self.nodata).all(dim=0)
+        image = sample["image"]
+        non_finite = ~torch.isfinite(image)
+        empty = (image == self.nodata).all(dim=0) | non_finite.any(dim=0)
+        if non_finite.any():
+            image[non_finite] = self.nodata if math.isfinite(self.nodata) else 0.0
         sample["mask"][empty] = IGNORE_INDEX
         return sample
 

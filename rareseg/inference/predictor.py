@@ -211,6 +211,9 @@ class Predictor:
 
         ``s`` is :attr:`input_scale` (1 unless the user asked for another scale).
 
+        Non-finite values (NaN, +/-Inf: nodata, see :func:`~rareseg.core.pixels.nodata_pixels`) become 0,
+        the band mean, so they do not spread through the network into their valid neighbours.
+
         Args:
             tiles: (B, C, H, W) pixel values in file units (DN or reflectance).
 
@@ -224,7 +227,7 @@ class Predictor:
             batch = batch * self.input_scale
         mean = torch.from_numpy(self.band_mean).to(self.device)[None, :, None, None]
         std = torch.from_numpy(self.band_std).to(self.device)[None, :, None, None]
-        return (batch - mean) / std
+        return torch.nan_to_num((batch - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
 
     @torch.inference_mode()
     def network_outputs(self, tiles: np.ndarray) -> SegmentationOutput:
