@@ -30,7 +30,7 @@ demo: install
 	WANDB_MODE=offline $(BIN)/rareseg fit --config configs/wetlands.yaml --config configs/demo-cpu.yaml
 
 bench: install
-	cd benchmarks && for script in datamodule.py model.py optim.py inference.py; do \
+	cd benchmarks && for script in datamodule.py "model.py --threads 1" optim.py inference.py; do \
 		../$(BIN)/python $$script || exit 1; done
 	$(BIN)/rareseg bench ablation --seeds 3 --budget cpu-small
 

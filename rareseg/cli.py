@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from rareseg.core.interrupt import handle_interrupts, interrupted_message, received_signal
 from rareseg.datamodules.scenes import DataError
 
 
@@ -48,20 +49,32 @@ TOOLS = {"synth": _synth, "infer": _infer, "evaluate": _evaluate, "bench": _benc
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``rareseg`` command; bad input exits with a one-line error."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv and argv[0] in TOOLS:
-            TOOLS[argv[0]](argv[1:])
-        else:
-            from rareseg.training import run_cli
+    """Entry point of the ``rareseg`` command; bad input exits with a one-line error.
 
-            run_cli(argv)
+    Ctrl+C (SIGINT) and SIGTERM unwind the command's clean-ups and exit 130/143 with one line
+    (:mod:`rareseg.core.interrupt`).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else ""
+    try:
+        with handle_interrupts():
+            if command in TOOLS:
+                TOOLS[command](argv[1:])
+            else:
+                from rareseg.training import run_cli
+
+                run_cli(argv)
     except (ValueError, FileExistsError) as err:
         cause = _data_error_in(err)
         if cause is None:
             raise
         sys.exit(f"rareseg: error: {cause}")
+    except (KeyboardInterrupt, SystemExit) as err:
+        if isinstance(err, SystemExit) and received_signal() is None:
+            raise  # an ordinary exit (Lightning exits 1 after it handled a Ctrl+C itself)
+        message, status = interrupted_message(command)
+        print(message, file=sys.stderr)
+        sys.exit(status)
 
 
 def _data_error_in(err: BaseException) -> BaseException | None:

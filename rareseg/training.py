@@ -14,6 +14,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from rareseg.callbacks import RareClassMetrics, ThresholdCalibrator
+from rareseg.inference.radiometry import parse_input_scale
 from rareseg.inference.scene import check_options
 from rareseg.inference.writer import ScenePredictionWriter
 
@@ -27,6 +28,7 @@ DATA_TO_MODEL = (
     "class_frequencies",
     "band_mean",
     "band_std",
+    "normalisation",
 )
 #: Datamodule attributes linked into the network and the loss when the config names them.
 DATA_TO_NET = ("num_classes", "in_channels", "rare_classes")
@@ -73,6 +75,7 @@ class RareSegCLI(LightningCLI):
             check_options(
                 writer.tile, writer.overlap, writer.batch_size, writer.topk, writer.threshold, writer.preview_max_side
             )
+            parse_input_scale(writer.input_scale)
         except ValueError as err:
             self.parser.error(f"prediction_writer: {err}")
         if self.subcommand != "predict":

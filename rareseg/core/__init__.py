@@ -7,6 +7,7 @@
 | ``histograms`` | the probability-bin convention and the histogram -> precision/recall/F1 routine |
 | ``plots`` | figures shared by the metrics callback and the evaluation report |
 | ``files`` | write-then-rename |
+| ``pixels`` | which pixels hold data (nodata and non-finite values) |
 | ``lazy`` | lazy package exports |
 
 The callbacks may import this package and nothing else of rareseg; evaluation and inference
@@ -29,6 +30,8 @@ LAZY_EXPORTS = {
     "probability_bins": "rareseg.core.histograms",
     "probability_histograms": "rareseg.core.histograms",
     "lazy_exports": "rareseg.core.lazy",
+    "nodata_pixels": "rareseg.core.pixels",
+    "non_finite_pixels": "rareseg.core.pixels",
     "confusion_matrix": "rareseg.core.scores",
     "per_class_scores": "rareseg.core.scores",
     "summary_scores": "rareseg.core.scores",

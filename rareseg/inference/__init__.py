@@ -4,6 +4,7 @@
 |---|---|
 | ``checkpoint`` | the one checkpoint loader (``load_predictor``, ``load_module``) and its one-line errors |
 | ``predictor`` | ``Predictor``: network + band statistics + classes + thresholds; the one normalisation |
+| ``radiometry`` | the scene's scale and band order against the checkpoint's (``prepare_scene``), ``input_scale`` |
 | ``tiling`` | tile layout, blending window, ``BlendedRows`` |
 | ``scene`` | the pass (``blend_scene``: tile, predict, blend, stream rows) and ``predict_scene`` (GeoTIFFs) |
 | ``decisions`` | the deployed decision rule (``deployed_classes``), output encodings, top-k |
@@ -36,6 +37,11 @@ LAZY_EXPORTS = {
     "Predictor": "rareseg.inference.predictor",
     "resolve_device": "rareseg.inference.predictor",
     "resolve_precision": "rareseg.inference.predictor",
+    "RadiometryCheck": "rareseg.inference.radiometry",
+    "RadiometryWarning": "rareseg.inference.radiometry",
+    "check_radiometry": "rareseg.inference.radiometry",
+    "parse_input_scale": "rareseg.inference.radiometry",
+    "prepare_scene": "rareseg.inference.radiometry",
     "OUTPUTS": "rareseg.inference.rasters",
     "PROBABILITY_SCALE": "rareseg.inference.rasters",
     "BlockRowWriter": "rareseg.inference.rasters",

@@ -26,6 +26,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from rareseg.core.conventions import IGNORE_INDEX
+from rareseg.datamodules.normalisation import check_normalisation
 from rareseg.datamodules.predict_scenes import is_scene_descriptor
 from rareseg.losses import CrossEntropyLoss, SaliencyBCELoss
 from rareseg.models import SegmentationOutput, SpatialAwareSegFormer
@@ -83,6 +84,7 @@ class RareSegModule(LightningModule):
         class_frequencies: Sequence[float] | None = None,
         band_mean: Sequence[float] | None = None,
         band_std: Sequence[float] | None = None,
+        normalisation: str = "dataset",
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         """Build the task.
@@ -122,6 +124,8 @@ class RareSegModule(LightningModule):
             class_frequencies: training pixel frequencies, linked from the datamodule.
             band_mean: per-band normalisation mean (stored for inference).
             band_std: per-band normalisation standard deviation (stored for inference).
+            normalisation: ``"dataset"`` or ``"scene"``, linked from the datamodule (stored so
+                inference normalises as training did; see :mod:`rareseg.datamodules.normalisation`).
             ignore_index: target value excluded from losses and metrics.
         """
         super().__init__()
@@ -135,6 +139,7 @@ class RareSegModule(LightningModule):
             )
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
+        check_normalisation(normalisation)
         # Under the CLI the hparams hold the plug-ins' configs (class_path dicts), so
         # load_from_checkpoint rebuilds them; objects passed in code (modules, callables) are
         # not pickled into the checkpoint: pass them again to load_from_checkpoint.

@@ -185,6 +185,46 @@ def test_nodata_stays_nodata_in_every_output(full_scene_path: Path, tmp_path: Pa
     assert result.summary["nodata_pixels"] == int(nodata.sum())
 
 
+@pytest.mark.parametrize("nodata", [None, 0.0, float("nan")])
+def test_nan_and_infinite_pixels_are_nodata_and_do_not_spread(
+    full_scene_path: Path, tmp_path: Path, nodata: float | None
+) -> None:
+    clean = _read(full_scene_path).astype(np.float32)
+    image = clean.copy()
+    image[0, 40:60, 50:90] = np.nan  # one band is enough
+    image[1, 150:151, :] = np.inf
+    image[2, 200:230, 10:20] = -np.inf
+    bad = ~np.isfinite(image).all(axis=0)
+    scene = write_geotiff(tmp_path / "scene.tif", image, nodata=nodata)
+    reference = write_geotiff(tmp_path / "clean.tif", clean, nodata=nodata)
+    result = _predict(LocalNet(), scene, tmp_path / "out", tile=64, overlap=16)
+    _predict(LocalNet(), reference, tmp_path / "ref", tile=64, overlap=16)
+    mask, expected = _read(tmp_path / "out" / "mask.tif")[0], _read(tmp_path / "ref" / "mask.tif")[0]
+    np.testing.assert_array_equal(mask == 255, bad)
+    probs = _read(tmp_path / "out" / "rare_prob.tif")
+    np.testing.assert_array_equal(probs == 255, np.broadcast_to(bad, probs.shape))
+    assert probs[:, ~bad].max() <= 100
+    np.testing.assert_array_equal(_read(tmp_path / "out" / "saliency_topk.tif")[0] == 255, bad)
+    # LocalNet sees 5x5 pixels: two pixels away from a bad pixel the prediction is that of the clean scene
+    near = np.zeros_like(bad)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            near |= np.roll(bad, (dy, dx), axis=(0, 1))
+    np.testing.assert_array_equal(mask[~near], expected[~near])
+    assert result.summary["nodata_pixels"] == int(bad.sum())
+    assert 0.10 <= result.summary["topk"]["pixels"] / int((~bad).sum()) < 0.102
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_scene_without_a_finite_pixel_is_a_one_line_error(tmp_path: Path, value: float) -> None:
+    image = np.full((3, 40, 50), value, dtype=np.float32)
+    image[:, :5, :] = -9999  # the declared nodata
+    scene = write_geotiff(tmp_path / "scene.tif", image, nodata=-9999)
+    with pytest.raises(DataError, match=r"scene\.tif: no valid pixel: every pixel is nodata, NaN or infinite$"):
+        _predict(LocalNet(), scene, tmp_path / "out", tile=32, overlap=8)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_tiles_entirely_nodata_are_not_predicted(full_scene_path: Path, tmp_path: Path) -> None:
     image = _read(full_scene_path).copy()
     image[:, :128, :] = 0
