@@ -216,3 +216,13 @@ def test_serve_refuses_an_open_network_server_and_bad_settings(
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("rareseg serve: error: ") and message in error
+
+
+@pytest.mark.parametrize("module", ["waitress", "flask"])
+def test_serve_without_the_web_extra_is_a_one_line_error(module: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in sys.modules if name.startswith("rareseg.web")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if it were not installed
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--checkpoint", "x.ckpt"])
+    assert exit_info.value.code == f"rareseg serve: error: {module} is not installed: pip install 'rareseg[web]'"
