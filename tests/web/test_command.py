@@ -130,7 +130,9 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Message, 
 SERVING = re.compile(r"rareseg serve: (http://127\.0\.0\.1:\d+/) \(jobs in (.+)\); Ctrl\+C stops")
 
 
-@pytest.mark.parametrize(("signum", "given_jobs_dir"), [(signal.SIGINT, True), (signal.SIGTERM, False)])
+@pytest.mark.parametrize(
+    ("signum", "given_jobs_dir"), [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)]
+)
 def test_serve_runs_on_waitress_and_stops_cleanly_on_ctrl_c_or_sigterm(
     web_checkpoint: Path, tmp_path: Path, signum: int, given_jobs_dir: bool
 ) -> None:
