@@ -40,7 +40,12 @@ def _bench(argv: Sequence[str]) -> None:
 
 
 def _serve(argv: Sequence[str]) -> None:
-    from rareseg.web.command import serve_command
+    try:
+        from rareseg.web.command import serve_command
+    except ModuleNotFoundError as err:  # the web extra is optional
+        if err.name not in ("flask", "werkzeug", "waitress"):
+            raise
+        sys.exit(f"rareseg serve: error: {err.name} is not installed: pip install 'rareseg[web]'")
 
     serve_command(argv)
 

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from waitress import create_server
+
 from rareseg.web.app import create_app, job_manager
 from rareseg.web.config import WebConfig
 
@@ -82,8 +84,6 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 def serve_command(argv: Sequence[str]) -> None:
     """Run ``rareseg serve`` with ``argv`` (the arguments after ``serve``) until Ctrl+C or SIGTERM."""
-    from waitress import create_server
-
     parser = _parser()
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:

@@ -130,7 +130,9 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Message, 
 SERVING = re.compile(r"rareseg serve: (http://127\.0\.0\.1:\d+/) \(jobs in (.+)\); Ctrl\+C stops")
 
 
-@pytest.mark.parametrize(("signum", "given_jobs_dir"), [(signal.SIGINT, True), (signal.SIGTERM, False)])
+@pytest.mark.parametrize(
+    ("signum", "given_jobs_dir"), [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)]
+)
 def test_serve_runs_on_waitress_and_stops_cleanly_on_ctrl_c_or_sigterm(
     web_checkpoint: Path, tmp_path: Path, signum: int, given_jobs_dir: bool
 ) -> None:
@@ -216,3 +218,14 @@ def test_serve_refuses_an_open_network_server_and_bad_settings(
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("rareseg serve: error: ") and message in error
+
+
+@pytest.mark.parametrize("module", ["waitress", "flask"])
+def test_serve_without_the_web_extra_is_a_one_line_error(module: str) -> None:
+    # a fresh interpreter, where importing the module fails as if it were not installed
+    launcher = f"import sys; sys.modules[{module!r}] = None; from rareseg.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", launcher, "serve", "--checkpoint", "x.ckpt"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"rareseg serve: error: {module} is not installed: pip install 'rareseg[web]'\n"
