@@ -32,6 +32,8 @@ import torch
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from rareseg.datamodules.scenes import DataError
+
 #: The normalisations a datamodule and a checkpoint may name.
 NORMALISATIONS = ("dataset", "scene")
 #: Without overviews: blocks of the file read at most (spread evenly), and pixels kept at most
@@ -71,7 +73,8 @@ def sample_pixels(src: rasterio.DatasetReader) -> np.ndarray:
     whole blocks of its own layout (tiles, or strips of rows), so nothing is decompressed twice:
     at most :data:`SAMPLE_BLOCKS` blocks spread evenly over the blocks in raster order, each
     decimated by the same row and column step so that at most about :data:`SAMPLE_PIXELS` pixels
-    are kept. Valid: see :func:`valid_pixels`. The sample depends on the file's layout: a copy
+    are kept; when those blocks hold no valid pixel (a small footprint), the whole scene is read
+    decimated as with overviews. Valid: see :func:`valid_pixels`. The sample depends on the file's layout: a copy
     written with other tiles or overviews gives slightly different statistics.
 
     Args:
@@ -82,10 +85,7 @@ def sample_pixels(src: rasterio.DatasetReader) -> np.ndarray:
     """
     height, width = src.height, src.width
     if src.overviews(1):
-        factor = max(1, math.ceil(max(height, width) / OVERVIEW_SIDE))
-        shape = (src.count, math.ceil(height / factor), math.ceil(width / factor))
-        data = src.read(out_shape=shape, resampling=Resampling.nearest)
-        return data.reshape(src.count, -1).astype(np.float64)[:, valid_pixels(data, src.nodata)]
+        return _decimated(src)
     block_h, block_w = (min(side, limit) for side, limit in zip(src.block_shapes[0], (height, width)))
     rows, cols = math.ceil(height / block_h), math.ceil(width / block_w)
     count = min(rows * cols, SAMPLE_BLOCKS)
@@ -97,7 +97,18 @@ def sample_pixels(src: rasterio.DatasetReader) -> np.ndarray:
         window = Window(x0, y0, min(block_w, width - x0), min(block_h, height - y0))
         data = src.read(window=window)[:, ::step, ::step]
         parts.append(data.reshape(src.count, -1)[:, valid_pixels(data, src.nodata)])
-    return np.concatenate(parts, axis=1).astype(np.float64)
+    pixels = np.concatenate(parts, axis=1).astype(np.float64)
+    if pixels.shape[1] == 0 and count < rows * cols:  # the blocks missed a small footprint: look everywhere
+        return _decimated(src)
+    return pixels
+
+
+def _decimated(src: rasterio.DatasetReader) -> np.ndarray:
+    """Valid pixels of the scene read at a longer side of :data:`OVERVIEW_SIDE` (nearest), (C, N) float64."""
+    factor = max(1, math.ceil(max(src.height, src.width) / OVERVIEW_SIDE))
+    shape = (src.count, math.ceil(src.height / factor), math.ceil(src.width / factor))
+    data = src.read(out_shape=shape, resampling=Resampling.nearest)
+    return data.reshape(src.count, -1).astype(np.float64)[:, valid_pixels(data, src.nodata)]
 
 
 @dataclass(frozen=True)
@@ -156,10 +167,17 @@ def robust_standardisation(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return median, np.maximum((high - low) / (2 * Z_HIGH), MIN_SPREAD)
 
 
-def scene_standardisation(path: str, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`robust_standardisation` of the :func:`sample_pixels` of the scene file ``path`` times ``scale``."""
+def scene_standardisation(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`robust_standardisation` of the :func:`sample_pixels` of the scene file ``path``.
+
+    Raises:
+        DataError: the scene has no valid pixel.
+    """
     with rasterio.open(path) as src:
-        return robust_standardisation(sample_pixels(src) * scale)
+        pixels = sample_pixels(src)
+    if pixels.shape[1] == 0:
+        raise DataError(f"{path}: no valid pixel to standardise the scene with (normalisation: scene)")
+    return robust_standardisation(pixels)
 
 
 class SceneStandardise:

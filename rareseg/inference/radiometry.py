@@ -92,7 +92,9 @@ class RadiometryCheck:
         expected_mean: (C,) the checkpoint's band means.
         expected_std: (C,) the checkpoint's band standard deviations.
         scale_bands: 0-based bands whose mean or std ratio is beyond :data:`SCALE_MARGIN`.
-        factor: the single factor (power of ten or 2^k) that explains a scale mismatch, or None.
+        factor: the single factor (power of ten or 2^k) that explains a scale mismatch, or None;
+            from :func:`prepare_scene`, the factor to multiply the file's bands by (any numeric
+            ``input_scale`` already applied included).
         permutation: ``order[b]`` = the scene band that matches training band ``b``, when a
             permutation matches far better than the given order; else None.
         scale_invariant: the checkpoint normalises each scene by its own statistics.
@@ -290,8 +292,10 @@ def prepare_scene(
         check = RadiometryCheck(scene, observed, mean, std, (), None, None, scale_invariant, checked=False)
     else:
         check = check_radiometry(observed, mean, std, scene, scale_invariant=scale_invariant)
-    if requested == "auto" and check.factor is not None:
-        scale = check.factor
+    if check.factor is not None:  # a factor of the file's bands, whatever scale was already applied
+        check = replace(check, factor=check.factor * scale)
+        if requested == "auto":
+            scale = check.factor
     check = replace(check, input_scale=scale, requested_scale=requested)
     if check.warning is not None:
         warnings.warn(check.warning, RadiometryWarning, stacklevel=2)

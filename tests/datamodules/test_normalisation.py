@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from rareseg.cli import main
-from rareseg.datamodules import LissIVDataModule
+from rareseg.datamodules import DataError, LissIVDataModule
 from rareseg.datamodules.normalisation import (
     BandStatistics,
     robust_standardisation,
@@ -73,6 +73,19 @@ def test_a_scene_with_overviews_is_read_decimated(tmp_path: Path) -> None:
         pixels = sample_pixels(src)
     assert pixels.shape == (3, 1024 * 512)  # longer side 2048 -> 1024
     assert set(pixels[0]) == {7.0} and set(pixels[1]) == {9.0}
+
+
+def test_a_footprint_the_sampled_blocks_miss_is_found_by_a_decimated_read(tmp_path: Path) -> None:
+    # 100 strips of 1 row; the 32 sampled ones are rows round(i * 99 / 31): row 1 is not one of them
+    image = np.zeros((3, 100, 10), dtype=np.uint16)
+    image[:, 1] = 5
+    path = _write(tmp_path / "small-footprint.tif", image, blockysize=1)
+    with rasterio.open(path) as src:
+        assert 1 not in {round(i * 99 / 31) for i in range(32)}
+        np.testing.assert_array_equal(sample_pixels(src), np.full((3, 10), 5.0))
+    empty = _write(tmp_path / "empty.tif", np.zeros((3, 8, 8), dtype=np.uint16))
+    with pytest.raises(DataError, match=r"empty.tif: no valid pixel to standardise the scene with"):
+        scene_standardisation(str(empty))
 
 
 def test_non_finite_pixels_are_not_sampled(tmp_path: Path) -> None:

@@ -208,6 +208,14 @@ def test_input_scale_and_auto_give_the_mask_of_the_correctly_scaled_scene(
             assert _radiometry_warnings(caught) == [] and record["ok"]
 
 
+def test_a_wrong_input_scale_is_reported_with_the_whole_factor(scenes: dict[str, Path], tmp_path: Path) -> None:
+    # x10 scene with --input-scale 0.01: the scaled bands are 10 times too small; the file needs 0.01 * 10 = 0.1
+    with pytest.warns(RadiometryWarning, match=r"--input-scale 0\.1, or"):
+        result = predict_scene(_predictor(), scenes["x10"], tmp_path / "out", tile=96, overlap=16, input_scale=0.01)
+    record = result.summary["radiometry"]
+    assert (record["input_scale"], record["detected_factor"]) == (0.01, pytest.approx(0.1))
+
+
 def test_a_permuted_band_scene_is_reported(scenes: dict[str, Path], tmp_path: Path) -> None:
     with pytest.warns(RadiometryWarning, match=r"band order: .*gdal_translate -b 2 -b 3 -b 1"):
         result = predict_scene(_predictor(), scenes["nir-first"], tmp_path / "out", tile=96, overlap=16)
