@@ -15,8 +15,8 @@ A network sees its input bands standardised. Two ways are offered, chosen by the
   water is standardised differently from one that is mostly cropland.
 
 Both training and inference compute a scene's statistics from the same cheap sample of its
-valid pixels (:func:`sample_pixels`): a decimated read (an overview level when the file has
-one) or, without overviews, a few evenly spaced full-width strips.
+valid pixels (:func:`sample_pixels`): an overview level when the file has one, else a few dozen
+of its blocks (tiles or strips) spread over the scene.
 """
 
 from __future__ import annotations
@@ -32,11 +32,14 @@ import torch
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from rareseg.datamodules.scenes import DataError
+
 #: The normalisations a datamodule and a checkpoint may name.
 NORMALISATIONS = ("dataset", "scene")
-#: Without overviews: number of evenly spaced full-width strips read, and rows per strip.
-SAMPLE_STRIPS = 16
-STRIP_ROWS = 8
+#: Without overviews: blocks of the file read at most (spread evenly), and pixels kept at most
+#: (each block decimated by the same row and column step).
+SAMPLE_BLOCKS = 32
+SAMPLE_PIXELS = 2**18
 #: With overviews: longer side, in pixels, of the decimated read.
 OVERVIEW_SIDE = 1024
 #: Percentiles of a scene's robust range (observed range in warnings; spread of ``"scene"``).
@@ -66,9 +69,13 @@ def sample_pixels(src: rasterio.DatasetReader) -> np.ndarray:
     """A cheap, deterministic sample of a scene's valid pixels, (C, N) float64 in file units.
 
     A file with overviews is read decimated to a longer side of :data:`OVERVIEW_SIDE` pixels
-    (nearest neighbour, which GDAL serves from an overview level); one without is read as
-    :data:`SAMPLE_STRIPS` evenly spaced full-width strips of :data:`STRIP_ROWS` rows (the whole
-    scene when it is smaller). Valid: see :func:`valid_pixels`.
+    (nearest neighbour, which GDAL serves from an overview level). A file without is read in
+    whole blocks of its own layout (tiles, or strips of rows), so nothing is decompressed twice:
+    at most :data:`SAMPLE_BLOCKS` blocks spread evenly over the blocks in raster order, each
+    decimated by the same row and column step so that at most about :data:`SAMPLE_PIXELS` pixels
+    are kept; when those blocks hold no valid pixel (a small footprint), the whole scene is read
+    decimated as with overviews. Valid: see :func:`valid_pixels`. The sample depends on the file's layout: a copy
+    written with other tiles or overviews gives slightly different statistics.
 
     Args:
         src: the open scene.
@@ -78,17 +85,30 @@ def sample_pixels(src: rasterio.DatasetReader) -> np.ndarray:
     """
     height, width = src.height, src.width
     if src.overviews(1):
-        factor = max(1, math.ceil(max(height, width) / OVERVIEW_SIDE))
-        shape = (src.count, math.ceil(height / factor), math.ceil(width / factor))
-        data = src.read(out_shape=shape, resampling=Resampling.nearest)
-    elif height <= SAMPLE_STRIPS * STRIP_ROWS:
-        data = src.read()
-    else:
-        step = (height - STRIP_ROWS) / (SAMPLE_STRIPS - 1)
-        strips = [src.read(window=Window(0, round(i * step), width, STRIP_ROWS)) for i in range(SAMPLE_STRIPS)]
-        data = np.concatenate(strips, axis=1)
-    pixels = data.reshape(src.count, -1).astype(np.float64)
-    return pixels[:, valid_pixels(data, src.nodata)]
+        return _decimated(src)
+    block_h, block_w = (min(side, limit) for side, limit in zip(src.block_shapes[0], (height, width)))
+    rows, cols = math.ceil(height / block_h), math.ceil(width / block_w)
+    count = min(rows * cols, SAMPLE_BLOCKS)
+    step = max(1, math.ceil(math.sqrt(count * block_h * block_w / SAMPLE_PIXELS)))
+    parts = []
+    for i in range(count):
+        index = round(i * (rows * cols - 1) / (count - 1)) if count > 1 else 0
+        y0, x0 = (index // cols) * block_h, (index % cols) * block_w
+        window = Window(x0, y0, min(block_w, width - x0), min(block_h, height - y0))
+        data = src.read(window=window)[:, ::step, ::step]
+        parts.append(data.reshape(src.count, -1)[:, valid_pixels(data, src.nodata)])
+    pixels = np.concatenate(parts, axis=1).astype(np.float64)
+    if pixels.shape[1] == 0 and count < rows * cols:  # the blocks missed a small footprint: look everywhere
+        return _decimated(src)
+    return pixels
+
+
+def _decimated(src: rasterio.DatasetReader) -> np.ndarray:
+    """Valid pixels of the scene read at a longer side of :data:`OVERVIEW_SIDE` (nearest), (C, N) float64."""
+    factor = max(1, math.ceil(max(src.height, src.width) / OVERVIEW_SIDE))
+    shape = (src.count, math.ceil(src.height / factor), math.ceil(src.width / factor))
+    data = src.read(out_shape=shape, resampling=Resampling.nearest)
+    return data.reshape(src.count, -1).astype(np.float64)[:, valid_pixels(data, src.nodata)]
 
 
 @dataclass(frozen=True)
@@ -147,10 +167,17 @@ def robust_standardisation(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return median, np.maximum((high - low) / (2 * Z_HIGH), MIN_SPREAD)
 
 
-def scene_standardisation(path: str, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`robust_standardisation` of the :func:`sample_pixels` of the scene file ``path`` times ``scale``."""
+def scene_standardisation(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`robust_standardisation` of the :func:`sample_pixels` of the scene file ``path``.
+
+    Raises:
+        DataError: the scene has no valid pixel.
+    """
     with rasterio.open(path) as src:
-        return robust_standardisation(sample_pixels(src) * scale)
+        pixels = sample_pixels(src)
+    if pixels.shape[1] == 0:
+        raise DataError(f"{path}: no valid pixel to standardise the scene with (normalisation: scene)")
+    return robust_standardisation(pixels)
 
 
 class SceneStandardise:

@@ -15,8 +15,10 @@ The comparison, per band ``b``, in log space: the ratios ``mean_scene / mean_tra
 - **Scale**: the check warns when a ratio lies outside ``[1 / SCALE_MARGIN, SCALE_MARGIN]``
   (a factor of 3). A candidate factor (a power of ten, or ``2^k``, see :data:`FACTORS`) *explains*
   the mismatch when the scene times the factor passes; of those, the one whose worst ratio is
-  closest to 1 is reported, and ``input_scale="auto"`` applies it. A checkpoint trained with the
-  ``"scene"`` normalisation is scale invariant: its check never warns about scale.
+  closest to 1 is reported (a power of ten when its worst ratio is within
+  ``POWER_OF_TEN_PREFERENCE``, 10 %, of that one's), and ``input_scale="auto"`` applies it. A
+  checkpoint trained with the ``"scene"`` normalisation is scale invariant: its check never warns
+  about scale.
 - **Band order**: the mismatch of an order is the half-range ``(max - min) / 2`` of its log
   ratios (the worst ratio left after the best common factor, so a scale error does not hide an
   order error). A permutation is reported when the given order's mismatch exceeds
@@ -52,6 +54,9 @@ ORDER_MARGIN = 2.0
 ORDER_IMPROVEMENT = 0.5
 #: Orders are searched exhaustively up to this many bands (7! = 5040 permutations).
 MAX_PERMUTED_BANDS = 7
+#: A power of ten is named instead of a closer 2^k when its worst ratio is at most this much worse
+#: (products are scaled by powers of ten: reflectance 0..1 into DN of gain ~1000 is 1000, not 1024).
+POWER_OF_TEN_PREFERENCE = 1.1
 #: Expected range shown in the warning: training ``mean +- EXPECTED_STDS * std``.
 EXPECTED_STDS = 2.0
 #: Candidate single factors: powers of ten (1e-6..1e6) and of two (2^-16..2^16), other than 1.
@@ -87,7 +92,9 @@ class RadiometryCheck:
         expected_mean: (C,) the checkpoint's band means.
         expected_std: (C,) the checkpoint's band standard deviations.
         scale_bands: 0-based bands whose mean or std ratio is beyond :data:`SCALE_MARGIN`.
-        factor: the single factor (power of ten or 2^k) that explains a scale mismatch, or None.
+        factor: the single factor (power of ten or 2^k) that explains a scale mismatch, or None;
+            from :func:`prepare_scene`, the factor to multiply the file's bands by (any numeric
+            ``input_scale`` already applied included).
         permutation: ``order[b]`` = the scene band that matches training band ``b``, when a
             permutation matches far better than the given order; else None.
         scale_invariant: the checkpoint normalises each scene by its own statistics.
@@ -220,7 +227,10 @@ def check_radiometry(
         scale_bands = tuple(int(b) for b in np.flatnonzero((np.abs(ratios) > limit).any(axis=0)))
         if scale_bands:
             worst = {f: float(np.abs(ratios + math.log(f)).max()) for f in FACTORS}
-            best = min(worst, key=lambda f: (worst[f], abs(math.log10(f) - round(math.log10(f)))))
+            best = min(worst, key=worst.__getitem__)
+            ten = min((f for f in FACTORS if float(math.log10(f)).is_integer()), key=worst.__getitem__)
+            if worst[ten] <= worst[best] + math.log(POWER_OF_TEN_PREFERENCE):
+                best = ten
             factor = best if worst[best] <= limit else None
     return RadiometryCheck(scene, observed, mean, std, scale_bands, factor, permutation, scale_invariant)
 
@@ -282,8 +292,10 @@ def prepare_scene(
         check = RadiometryCheck(scene, observed, mean, std, (), None, None, scale_invariant, checked=False)
     else:
         check = check_radiometry(observed, mean, std, scene, scale_invariant=scale_invariant)
-    if requested == "auto" and check.factor is not None:
-        scale = check.factor
+    if check.factor is not None:  # a factor of the file's bands, whatever scale was already applied
+        check = replace(check, factor=check.factor * scale)
+        if requested == "auto":
+            scale = check.factor
     check = replace(check, input_scale=scale, requested_scale=requested)
     if check.warning is not None:
         warnings.warn(check.warning, RadiometryWarning, stacklevel=2)

@@ -13,9 +13,8 @@ import torch
 from lightning.pytorch import Trainer
 
 from rareseg.cli import main
-from rareseg.datamodules import LissIVDataModule
+from rareseg.datamodules import DataError, LissIVDataModule
 from rareseg.datamodules.normalisation import (
-    STRIP_ROWS,
     BandStatistics,
     robust_standardisation,
     sample_pixels,
@@ -26,19 +25,42 @@ from tests.conftest import task_for
 from tests.inference.helpers import write_geotiff
 
 
-def test_a_scene_without_overviews_is_sampled_in_sixteen_strips(tmp_path: Path) -> None:
+def _write(path: Path, image: np.ndarray, nodata: float | None = 0, **creation: object) -> Path:
+    """A GeoTIFF of a (C, H, W) image with GDAL creation options (tiling, rows per strip)."""
+    profile = {"driver": "GTiff", "count": image.shape[0], "height": image.shape[1], "width": image.shape[2]}
+    with rasterio.open(path, "w", **profile, dtype=str(image.dtype), nodata=nodata, **creation) as dst:
+        dst.write(image)
+    return path
+
+
+def test_a_striped_scene_is_sampled_in_evenly_spread_strips(tmp_path: Path) -> None:
     # pixel value = 1 + row index, so the sampled values are the sampled rows
     rows = np.repeat(np.arange(1, 513, dtype=np.uint16)[:, None], 20, axis=1)
     image = np.stack([rows, rows, rows])
     image[:, 0, :5] = 0  # nodata in every band: not sampled
-    path = write_geotiff(tmp_path / "tall.tif", image)
+    path = _write(tmp_path / "tall.tif", image, blockysize=8)
+    with rasterio.open(path) as src:
+        assert src.block_shapes[0] == (8, 20)
+        pixels = sample_pixels(src)
+    # 64 strips of 8 rows; 32 read: strips round(i * 63 / 31), i = 0..31 (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, ...)
+    strips = [round(i * 63 / 31) for i in range(32)]
+    assert strips[:3] == [0, 2, 4] and strips[-1] == 63
+    expected = np.concatenate([np.repeat(np.arange(8 * k, 8 * k + 8) + 1, 20) for k in strips])
+    np.testing.assert_array_equal(pixels[0], expected[5:])
+    assert pixels.shape == (3, 32 * 8 * 20 - 5) and pixels.dtype == np.float64
+
+
+def test_a_tiled_scene_is_sampled_in_decimated_tiles(tmp_path: Path) -> None:
+    # value = 1 + row * 1024 + column (float64 is exact): every sampled pixel tells where it was
+    image = (1 + np.arange(1024 * 1024, dtype=np.float32).reshape(1, 1024, 1024)).repeat(3, axis=0)
+    path = _write(tmp_path / "tiled.tif", image, nodata=None, tiled=True, blockxsize=256, blockysize=256)
     with rasterio.open(path) as src:
         pixels = sample_pixels(src)
-    # strips start at round(i * (512 - 8) / 15), i = 0..15: 0, 34, 67, ..., 504
-    starts = [round(i * 504 / 15) for i in range(16)]
-    expected = np.concatenate([np.repeat(np.arange(s, s + STRIP_ROWS) + 1, 20) for s in starts])
-    np.testing.assert_array_equal(pixels[0], expected[5:])
-    assert pixels.shape == (3, 16 * 8 * 20 - 5) and pixels.dtype == np.float64
+    # 16 tiles (< 32), all read; step ceil(sqrt(16 * 256 * 256 / 2^18)) = 2: every other row and column
+    rows, cols = np.divmod(pixels[0].astype(np.int64) - 1, 1024)
+    assert pixels.shape == (3, 512 * 512)
+    assert set(np.unique(rows % 2)) == {0} and set(np.unique(cols % 2)) == {0}
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (0, 1022, 0, 1022)
 
 
 def test_a_scene_with_overviews_is_read_decimated(tmp_path: Path) -> None:
@@ -51,6 +73,19 @@ def test_a_scene_with_overviews_is_read_decimated(tmp_path: Path) -> None:
         pixels = sample_pixels(src)
     assert pixels.shape == (3, 1024 * 512)  # longer side 2048 -> 1024
     assert set(pixels[0]) == {7.0} and set(pixels[1]) == {9.0}
+
+
+def test_a_footprint_the_sampled_blocks_miss_is_found_by_a_decimated_read(tmp_path: Path) -> None:
+    # 100 strips of 1 row; the 32 sampled ones are rows round(i * 99 / 31): row 1 is not one of them
+    image = np.zeros((3, 100, 10), dtype=np.uint16)
+    image[:, 1] = 5
+    path = _write(tmp_path / "small-footprint.tif", image, blockysize=1)
+    with rasterio.open(path) as src:
+        assert 1 not in {round(i * 99 / 31) for i in range(32)}
+        np.testing.assert_array_equal(sample_pixels(src), np.full((3, 10), 5.0))
+    empty = _write(tmp_path / "empty.tif", np.zeros((3, 8, 8), dtype=np.uint16))
+    with pytest.raises(DataError, match=r"empty.tif: no valid pixel to standardise the scene with"):
+        scene_standardisation(str(empty))
 
 
 def test_non_finite_pixels_are_not_sampled(tmp_path: Path) -> None:

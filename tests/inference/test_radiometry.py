@@ -12,7 +12,7 @@ import pytest
 import rasterio
 
 from rareseg.cli import main
-from rareseg.datamodules.normalisation import BandStatistics
+from rareseg.datamodules.normalisation import BandStatistics, sample_pixels
 from rareseg.inference import Predictor, predict_scene
 from rareseg.inference.radiometry import (
     RadiometryWarning,
@@ -44,13 +44,33 @@ def test_a_scaled_scene_warns_with_the_factor_that_undoes_it(scale: float, facto
     assert f"--input-scale {factor:.12g}" in check.warning
 
 
-def test_the_nearest_candidate_wins_and_powers_of_ten_break_ties() -> None:
+def test_the_nearest_candidate_wins_unless_a_power_of_ten_is_within_ten_percent() -> None:
     # ratio 9: |log(9 * 0.1)| = 0.105 < |log(9 * 0.125)| = 0.118, so 0.1
     assert check_radiometry(_stats(MEAN * 9, STD * 9), MEAN, STD, "s").factor == pytest.approx(0.1)
-    # ratio 12: |log(12 * 0.1)| = 0.182 < |log(12 / 16)| = 0.288, so 0.1 again
-    assert check_radiometry(_stats(MEAN * 12, STD * 12), MEAN, STD, "s").factor == pytest.approx(0.1)
-    # ratio 14: |log(14 * 0.1)| = 0.336 > |log(14 / 16)| = 0.134, so 1/16
+    # ratio 14: |log(14 * 0.1)| = 0.336 > |log(14 / 16)| + log(1.1) = 0.134 + 0.095, so 1/16
     assert check_radiometry(_stats(MEAN * 14, STD * 14), MEAN, STD, "s").factor == pytest.approx(1 / 16)
+    # ratio 1024: 1/1024 is exact but 1/1000 is within 10 % (log 1.024 = 0.024 < log 1.1), so 1/1000
+    assert check_radiometry(_stats(MEAN * 1024, STD * 1024), MEAN, STD, "s").factor == pytest.approx(1e-3)
+    # ratio 8: 0.1 is 25 % off (log 1.25 = 0.223 > 0.095), so 2^-3 stays
+    assert check_radiometry(_stats(MEAN * 8, STD * 8), MEAN, STD, "s").factor == pytest.approx(0.125)
+
+
+def test_the_synthetic_data_as_reflectance_and_7_bit_dn_get_the_factors_of_the_readme(synth_root: Path) -> None:
+    """The generator's DN = reflectance * gain + offset (gain 900-1050): back to reflectance, x 10,000, 7-bit."""
+    gain, offset = np.array([1050.0, 1000.0, 900.0])[:, None], np.array([18.0, 12.0, 8.0])[:, None]
+    images = sorted((synth_root / "images").glob("*.tif"))
+    with rasterio.open(images[0]) as src:
+        training = sample_pixels(src)
+    mean, std = training.mean(axis=1), training.std(axis=1)
+    for image in images:
+        with rasterio.open(image) as src:
+            dn = sample_pixels(src)
+        reflectance = (dn - offset) / gain
+        found = {
+            name: check_radiometry(BandStatistics.of(pixels), mean, std, image.name).factor
+            for name, pixels in (("dn", dn), ("float", reflectance), ("x10000", reflectance * 1e4), ("7-bit", dn // 8))
+        }
+        assert found == {"dn": None, "float": 1000.0, "x10000": 0.1, "7-bit": 8.0}, image.name
 
 
 def test_within_the_margin_there_is_no_warning() -> None:
@@ -186,6 +206,14 @@ def test_input_scale_and_auto_give_the_mask_of_the_correctly_scaled_scene(
             assert "--input-scale auto multiplied the bands by" in _radiometry_warnings(caught)[0]
         else:  # the check sees the scaled scene: nothing to say
             assert _radiometry_warnings(caught) == [] and record["ok"]
+
+
+def test_a_wrong_input_scale_is_reported_with_the_whole_factor(scenes: dict[str, Path], tmp_path: Path) -> None:
+    # x10 scene with --input-scale 0.01: the scaled bands are 10 times too small; the file needs 0.01 * 10 = 0.1
+    with pytest.warns(RadiometryWarning, match=r"--input-scale 0\.1, or"):
+        result = predict_scene(_predictor(), scenes["x10"], tmp_path / "out", tile=96, overlap=16, input_scale=0.01)
+    record = result.summary["radiometry"]
+    assert (record["input_scale"], record["detected_factor"]) == (0.01, pytest.approx(0.1))
 
 
 def test_a_permuted_band_scene_is_reported(scenes: dict[str, Path], tmp_path: Path) -> None:
