@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
+from rareseg.datamodules.scenes import DataError
 from rareseg.inference.checkpoint import load_predictor
 from rareseg.inference.predictor import resolve_device
 from rareseg.inference.scene import check_options, predict_scene
@@ -69,6 +70,8 @@ def infer_command(argv: Sequence[str]) -> None:
         parser.error(str(err))
     predictor = load_predictor(args.checkpoint, device=args.device, precision=args.precision)
     rare = None if args.rare_classes is None else [name for name in args.rare_classes.split(",") if name.strip()]
+    if rare == []:
+        raise DataError(f"--rare-classes {args.rare_classes!r}: no class name (give one or more, comma-separated)")
     with tqdm(
         total=100,
         desc="infer",
