@@ -78,6 +78,10 @@ def test_remove_stale_removes_dead_processes_staging_of_its_kind_only(tmp_path: 
                 ".rareseg-infer-notapid",
             ]
         )
+        # the output "root-2" of a live run is not the output "root" of process 2
+        (tmp_path / f".rareseg-synth-root-2-{live.pid}-mno").mkdir()
+        assert files.remove_stale(tmp_path, "synth-root") == [tmp_path / f".rareseg-synth-root-{dead}-jkl"]
+        assert (tmp_path / f".rareseg-synth-root-2-{live.pid}-mno").is_dir()
     finally:
         live.kill()
         live.wait()
