@@ -8,10 +8,11 @@ package imports this module.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 
-from rareseg.core.interrupt import handle_interrupts, interrupted_message, received_signal
+from rareseg.core.interrupt import EXIT_STATUS, handle_interrupts, interrupted_message, received_signal
 from rareseg.datamodules.scenes import DataError
 
 
@@ -66,9 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if command in TOOLS:
                 TOOLS[command](argv[1:])
             else:
-                from rareseg.training import run_cli
-
-                run_cli(argv)
+                _train(argv)
     except (ValueError, FileExistsError) as err:
         cause = _data_error_in(err)
         if cause is None:
@@ -80,6 +79,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         message, status = interrupted_message(command)
         print(message, file=sys.stderr)
         sys.exit(status)
+
+
+def _train(argv: Sequence[str]) -> None:
+    """``fit|validate|test|predict``; a first Ctrl+C during fit stops cleanly after the step and exits 130."""
+    from rareseg.callbacks.stop_cleanly import StopCleanly
+    from rareseg.training import run_cli
+
+    stop = StopCleanly()
+    run_cli(argv, extra_callbacks=[stop])
+    if stop.interrupted:
+        resume = f"; resume with --ckpt_path {stop.last_checkpoints[0]}" if stop.last_checkpoints else ""
+        print(f"rareseg fit: interrupted (SIGINT); stopped after the running step{resume}", file=sys.stderr)
+        sys.exit(EXIT_STATUS[signal.SIGINT])
 
 
 def _data_error_in(err: BaseException) -> BaseException | None:

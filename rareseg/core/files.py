@@ -43,14 +43,15 @@ def remove_stale(folder: Path, kind: str) -> list[Path]:
     Returns:
         The removed paths (none when ``folder`` does not exist).
     """
-    pattern = re.compile(re.escape(f"{_PREFIX}{kind}-") + r"(\d+)-")
+    # the random part of mkdtemp/mkstemp names has no "-", so a kind ending in "-<digits>" cannot be misread
+    pattern = re.compile(re.escape(f"{_PREFIX}{kind}-") + r"(\d+)-[a-z0-9_]+(?:\.part)?$")
     removed = []
     try:
         entries = list(folder.iterdir())
     except OSError:
         return removed
     for entry in entries:
-        match = pattern.match(entry.name)
+        match = pattern.fullmatch(entry.name)
         if match is None or _process_alive(int(match.group(1))):
             continue
         if entry.is_dir() and not entry.is_symlink():

@@ -166,6 +166,11 @@ def scan_root(root: Path, classes: ClassTable, require_masks: bool = True) -> li
                 with open_geotiff(mask_path) as msk:
                     if msk.count != 1:
                         raise DataError(f"{mask_path}: has {msk.count} bands, a mask needs 1")
+                    if not np.issubdtype(np.dtype(msk.dtypes[0]), np.integer):
+                        raise DataError(
+                            f"{mask_path}: mask is {msk.dtypes[0]}; masks hold integer class ids "
+                            f"(uint8 0..{len(classes.ids) - 1}, 255 = ignore)"
+                        )
                     if (
                         (msk.height, msk.width) != (img.height, img.width)
                         or msk.crs != img.crs

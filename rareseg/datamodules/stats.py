@@ -69,6 +69,11 @@ def _row_windows(height: int, width: int, rows: tuple[float, float]) -> Iterator
 
 def _check_ids(mask: np.ndarray, path: Path, num_classes: int) -> None:
     """Raise a :class:`DataError` naming ``path`` if ``mask`` has an id outside 0..num_classes-1 (255 allowed)."""
+    if np.issubdtype(mask.dtype, np.signedinteger) and mask.size and mask.min() < 0:
+        raise DataError(
+            f"{path}: mask is {mask.dtype} with negative class id {int(mask.min())}; masks hold uint8 class ids "
+            f"0..{num_classes - 1} (255 = ignore)"
+        )
     bad = (mask != IGNORE_INDEX) & (mask >= num_classes)
     if bad.any():
         raise DataError(

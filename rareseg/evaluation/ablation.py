@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 from pathlib import Path
 from typing import Any
 
@@ -499,16 +499,23 @@ def _execute(
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
         queue = list(jobs_to_run)
         running: dict[Future[dict[str, Any]], _Job] = {}
-        while queue or running:
-            while queue and len(running) < jobs:
-                job = queue.pop(0)
-                log(_starting(job))
-                running[pool.submit(_run_job, job)] = job
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = running.pop(future)
-                error = future.exception()
-                yield job, future.result() if error is None else error
+        try:
+            while queue or running:
+                while queue and len(running) < jobs:
+                    job = queue.pop(0)
+                    log(_starting(job))
+                    running[pool.submit(_run_job, job)] = job
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = running.pop(future)
+                    error = future.exception()
+                    yield job, future.result() if error is None else error
+        except BaseException:
+            # Ctrl+C or SIGTERM (or an error here): stop the runs in the workers instead of waiting for them
+            pool.shutdown(wait=False, cancel_futures=True)
+            for worker in active_children():
+                worker.terminate()
+            raise
 
 
 def _starting(job: _Job) -> str:

@@ -30,6 +30,7 @@ from rareseg.core.conventions import IGNORE_INDEX
 from rareseg.core.scores import confusion_matrix, per_class_scores, summary_scores
 from rareseg.datamodules import DataError, LissIVDataModule
 from rareseg.datamodules.liss4 import SPLITS
+from rareseg.datamodules.scenes import read_window
 from rareseg.evaluation.report import write_evaluation
 from rareseg.evaluation.scores import ProbabilityHistogram, precision_recall_curve, reliability
 from rareseg.inference.checkpoint import load_module as load_module  # re-export of the one checkpoint loader
@@ -332,7 +333,7 @@ def _score_scene(
             if start >= stop:
                 return
             band = slice(start - rows.start, stop - rows.start)
-            truth = truth_src.read(1, window=Window(0, start, src.width, stop - start))
+            truth = read_window(truth_src, Window(0, start, src.width, stop - start), 1)
             scored = rows.valid[band] & (truth != IGNORE_INDEX)
             if mask_nodata is not None:
                 scored &= truth != mask_nodata

@@ -169,22 +169,24 @@ class Predictor:
         return len(self.band_mean)
 
     def select_rare_classes(self, selection: Sequence[str | int] | None = None) -> tuple[int, ...]:
-        """Rare class ids from names or ids (default: all the checkpoint's rare classes, in its order).
+        """Rare class ids from names or ids (None: all the checkpoint's rare classes, in its order).
 
         Raises:
-            DataError: a name or id that is not one of the checkpoint's rare classes.
+            DataError: an empty selection, or a name or id that is not one of the checkpoint's rare classes.
         """
-        if selection is None or len(selection) == 0:
+        known = ", ".join(self.class_names[c] for c in self.rare_classes) or "none"
+        if selection is None:
             if not self.rare_classes:
                 raise DataError("the checkpoint has no rare classes to predict probabilities for")
             return self.rare_classes
+        if len(selection) == 0:
+            raise DataError(f"select at least one rare class (the checkpoint's rare classes: {known})")
         by_name = {self.class_names[c]: c for c in self.rare_classes}
         chosen: list[int] = []
         for item in selection:
             key = str(item).strip()
             class_id = by_name.get(key, int(key) if key.isdigit() and int(key) in self.rare_classes else None)
             if class_id is None:
-                known = ", ".join(self.class_names[c] for c in self.rare_classes) or "none"
                 raise DataError(f"unknown rare class {key!r} (the checkpoint's rare classes: {known})")
             if class_id not in chosen:
                 chosen.append(class_id)

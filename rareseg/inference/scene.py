@@ -79,7 +79,7 @@ from rareseg.inference.rasters import (
     write_mask_sidecars,
     write_probability_preview,
 )
-from rareseg.inference.summary import grid_summary
+from rareseg.inference.summary import grid_summary, row_pixel_areas
 from rareseg.inference.tiling import BlendedRows, blend_window, coverage_weights, tile_origins
 from rareseg.models import SegmentationOutput
 
@@ -193,19 +193,32 @@ class _OutputRows:
     """
 
     def __init__(
-        self, mask_rows: BlockRowWriter, prob_rows: BlockRowWriter, scratch: BinaryIO, num_classes: int
+        self,
+        mask_rows: BlockRowWriter,
+        prob_rows: BlockRowWriter,
+        scratch: BinaryIO,
+        num_classes: int,
+        row_areas: np.ndarray | None = None,
     ) -> None:
         self.class_counts = np.zeros(num_classes, dtype=np.int64)
+        self.class_areas = np.zeros(num_classes, dtype=np.float64)
         self.histogram = np.zeros(SALIENCY_LEVELS + 1, dtype=np.int64)
         self.mask_rows, self.prob_rows, self.scratch = mask_rows, prob_rows, scratch
+        self.row_areas, self.next_row = row_areas, 0
 
     def append(self, decided: Decisions) -> None:
         """Write one band of decided rows below the previous ones."""
         self.mask_rows.append(decided.mask[None])
         self.prob_rows.append(decided.probabilities)
         decided.levels.tofile(self.scratch)
-        self.class_counts += np.bincount(decided.mask[decided.valid], minlength=len(self.class_counts))
+        classes = decided.mask[decided.valid]
+        self.class_counts += np.bincount(classes, minlength=len(self.class_counts))
         self.histogram += np.bincount(decided.levels[decided.valid], minlength=SALIENCY_LEVELS + 1)
+        rows = decided.mask.shape[0]
+        if self.row_areas is not None:
+            areas = np.broadcast_to(self.row_areas[self.next_row : self.next_row + rows, None], decided.mask.shape)
+            self.class_areas += np.bincount(classes, weights=areas[decided.valid], minlength=len(self.class_areas))
+        self.next_row += rows
 
 
 @dataclass(frozen=True)
@@ -363,6 +376,7 @@ def _prediction_pass(
     thresholds: Sequence[float],
     report: Callable[[float], None],
     cancelled: Callable[[], bool],
+    row_areas: np.ndarray | None = None,
 ) -> tuple[_OutputRows, PassStats]:
     """:func:`blend_scene` deciding each band of rows into ``mask.tif``, ``rare_prob.tif`` and the saliency scratch."""
     saliency_channels = [predictor.rare_classes.index(c) for c in rare]
@@ -374,7 +388,9 @@ def _prediction_pass(
         open(staging / _SCRATCH, "wb") as scratch,
     ):
         describe_outputs(mask_dst, prob_dst, predictor.class_names, predictor.class_colors, rare, thresholds)
-        writer = _OutputRows(BlockRowWriter(mask_dst), BlockRowWriter(prob_dst), scratch, predictor.num_classes)
+        writer = _OutputRows(
+            BlockRowWriter(mask_dst), BlockRowWriter(prob_dst), scratch, predictor.num_classes, row_areas
+        )
         # blend_scene joins its worker thread before returning, so no job writes to a closed file
         stats = blend_scene(
             predictor,
@@ -451,10 +467,11 @@ def predict_scene(
       selected rare classes, or ``max_r P_r`` when the network has no saliency head; ties at the
       cut are included (see :func:`~rareseg.inference.decisions.topk_level`).
     - ``preview_mask.png``, ``preview_prob.png``: decimated renderings.
-    - ``summary.json``: per-class pixels and hectares (``count * pixel area / 10^4``), CRS,
-      thresholds, tiles, device and timing, and the radiometry check
-      (:func:`~rareseg.inference.radiometry.prepare_scene`, which warns when the scene's scale or
-      band order does not match the checkpoint's training data).
+    - ``summary.json``: per-class pixels and hectares (``count * pixel area / 10^4``; in a
+      geographic CRS the sum of each pixel's geodesic area, see
+      :func:`~rareseg.inference.summary.row_pixel_areas`), CRS, thresholds, tiles, device and timing,
+      and the radiometry check (:func:`~rareseg.inference.radiometry.prepare_scene`, which warns when
+      the scene's scale or band order does not match the checkpoint's training data).
 
     A selected rare class whose probability reaches its threshold wins the pixel even when the
     argmax is another class (:func:`~rareseg.inference.decisions.assign_classes`). Thresholds:
@@ -500,7 +517,10 @@ def predict_scene(
             staging = _staging_dir(out_dir)
             try:
                 options = {"tile": tile, "overlap": overlap, "batch_size": batch_size}
-                written, stats = _prediction_pass(predictor, src, staging, options, rare, thresholds, report, cancelled)
+                row_areas = row_pixel_areas(src.transform, src.crs, src.height, src.width, str(input_path))
+                written, stats = _prediction_pass(
+                    predictor, src, staging, options, rare, thresholds, report, cancelled, row_areas
+                )
                 level = topk_level(written.histogram, topk)
                 # every valid pixel is in the histogram, so the pixels at or above the cut are counted there
                 selected = 0 if level is None else int(written.histogram[level:].sum())
@@ -515,7 +535,7 @@ def predict_scene(
                 summary = {
                     "input": str(input_path),
                     "checkpoint": None if predictor.checkpoint is None else str(predictor.checkpoint),
-                    **grid_summary(src, written.class_counts, predictor.class_names),
+                    **grid_summary(src, written.class_counts, predictor.class_names, row_areas, written.class_areas),
                     "rare_classes": [
                         {"id": c, "name": predictor.class_names[c], "threshold": t} for c, t in zip(rare, thresholds)
                     ],

@@ -124,6 +124,53 @@ def test_two_jobs_run_in_two_fresh_processes_with_the_same_results(tmp_path: Pat
     assert len(pids) == 2 and os.getpid() not in pids  # max_tasks_per_child=1: one process per run
 
 
+def sleepy_train(row, seed, budget, workdir, config_dir, data_root=None) -> dict:
+    """Stands in for a long train_row: records its process id next to the run folder, then sleeps."""
+    import time
+
+    Path(workdir).parent.mkdir(parents=True, exist_ok=True)
+    (Path(workdir).parent / f"pid-{row.number}-{seed}").write_text(str(os.getpid()))
+    time.sleep(600)
+    return fake_train(row, seed, budget, workdir, config_dir, data_root)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_worker_processes_of_parallel_runs(tmp_path: Path) -> None:
+    import signal
+    import threading
+    import time
+
+    from rareseg.core.interrupt import Terminated, handle_interrupts
+
+    sent = []
+
+    def terminate_when_both_run() -> None:
+        deadline = time.monotonic() + 300
+        while len(list((tmp_path / "runs").glob("pid-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_when_both_run, daemon=True).start()
+    with pytest.raises(Terminated), handle_interrupts():
+        run_ablation(
+            parse_rows("1", ROWS), CONFIGS / "ablations" / "budget-cpu-small.yaml", tmp_path, CONFIGS, seeds=2,
+            jobs=2, train=sleepy_train, score=fake_score, log=lambda _: None,
+        )  # fmt: skip
+    assert time.monotonic() - sent[0] < 120  # did not wait for the 600 s runs
+    for path in (tmp_path / "runs").glob("pid-*"):
+        pid = int(path.read_text())
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"worker {pid} still runs")
+    assert not list(tmp_path.glob("*.json"))
+
+
 def test_a_failing_run_leaves_no_result_and_the_others_go_on(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="1 ablation run.s. failed:\nrow 3 seed 1: RuntimeError: out of memory"):
         _run(parse_rows("3,4", ROWS), tmp_path)

@@ -67,6 +67,11 @@ def test_rare_class_selection_by_name_or_id() -> None:
         predictor.select_rare_classes(["water", "marsh"])
     with pytest.raises(DataError, match="unknown rare class 'forest'"):
         predictor.select_rare_classes(["forest"])
+    # an empty selection is an error (as on the web page), not "all of them"
+    with pytest.raises(
+        DataError, match=r"^select at least one rare class \(the checkpoint's rare classes: water, wetland\)$"
+    ):
+        predictor.select_rare_classes([])
 
 
 def test_thresholds_come_from_override_then_checkpoint_then_default() -> None:

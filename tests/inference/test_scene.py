@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,46 @@ def test_a_scene_without_a_finite_pixel_is_a_one_line_error(tmp_path: Path, valu
     with pytest.raises(DataError, match=r"scene\.tif: no valid pixel: every pixel is nodata, NaN or infinite$"):
         _predict(LocalNet(), scene, tmp_path / "out", tile=32, overlap=8)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_new_run_removes_staging_folders_left_by_killed_runs(full_scene_path: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    killed = subprocess.Popen(["true"])
+    killed.wait()
+    out = tmp_path / "out"
+    stale = out / f".rareseg-infer-{killed.pid}-x1y2"
+    stale.mkdir(parents=True)
+    (stale / "mask.tif").write_bytes(b"")  # what SIGKILL leaves
+    mine = out / f".rareseg-infer-{os.getpid()}-busy"  # a live run of this process (the web server runs several)
+    mine.mkdir()
+    _predict(LocalNet(), full_scene_path, out, tile=128, overlap=16)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, mine.name])
+
+
+def test_a_geographic_scene_reports_ellipsoidal_areas(full_scene_path: Path, tmp_path: Path) -> None:
+    step = 5.8 / 111320  # about 5.8 m in degrees, as in the EPSG:4326 scene
+    image = _read(full_scene_path)
+    profile = {"driver": "GTiff", "count": 3, "height": 256, "width": 256, "dtype": str(image.dtype), "nodata": 0}
+    profile |= {"crs": "EPSG:4326", "transform": rasterio.transform.from_origin(79.0, 21.0, step, step)}
+    with rasterio.open(tmp_path / "scene.tif", "w", **profile) as dst:
+        dst.write(image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a geographic CRS has areas: no warning
+        result = _predict(LocalNet(), tmp_path / "scene.tif", tmp_path / "out", tile=128, overlap=16)
+    mask = _read(tmp_path / "out" / "mask.tif")[0]
+    # independent reference: M * N * cos(phi) * dlambda * dphi on WGS84 at each row's centre latitude
+    a, e2 = 6378137.0, 0.00669437999014
+    phi = np.radians(21.0 - (np.arange(256) + 0.5) * step)
+    w = 1 - e2 * np.sin(phi) ** 2
+    row_area = a * (1 - e2) / w**1.5 * a / np.sqrt(w) * np.cos(phi) * np.radians(step) ** 2
+    summary = result.summary
+    assert summary["area_method"] == "geodesic"
+    assert summary["pixel_area_m2"] == pytest.approx(row_area.mean(), rel=5e-3)
+    for entry in summary["classes"]:
+        expected = float((row_area[:, None] * (mask == entry["id"])).sum()) / 1e4
+        assert entry["area_ha"] == pytest.approx(expected, rel=5e-3, abs=1e-9)
+    assert sum(e["area_ha"] for e in summary["classes"]) > 0
 
 
 def test_tiles_entirely_nodata_are_not_predicted(full_scene_path: Path, tmp_path: Path) -> None:

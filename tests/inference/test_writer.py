@@ -113,6 +113,28 @@ def test_threshold_and_rare_class_options_reach_the_outputs(
     assert _read(tmp_path / "out" / "scene_03" / "rare_prob.tif").shape[0] == len(expected)
 
 
+def test_nan_and_infinite_pixels_are_nodata_in_predict_outputs(synth_root, checkpoint_path, tmp_path) -> None:
+    with rasterio.open(synth_root / "images" / "scene_03.tif") as src:
+        image, profile = src.read().astype(np.float32), src.profile
+    image[0, 30:70, 40:120] = np.nan
+    image[1, 200, :] = np.inf
+    image[2, 100:140, 10:20] = -np.inf
+    bad = ~np.isfinite(image).all(axis=0) | (image == 0).all(axis=0)
+    profile.update(dtype="float32")
+    (tmp_path / "new").mkdir()
+    with rasterio.open(tmp_path / "new" / "field.tif", "w", **profile) as dst:
+        dst.write(image)
+    datamodule = LissIVDataModule(str(synth_root), generate_if_missing=False, predict_inputs=[str(tmp_path / "new")])
+    module = RareSegModule.load_from_checkpoint(checkpoint_path, map_location="cpu")
+    _predict(module, datamodule, ScenePredictionWriter(output_dir=str(tmp_path / "out"), **OPTIONS), None, tmp_path)
+    mask = _read(tmp_path / "out" / "field" / "mask.tif")[0]
+    np.testing.assert_array_equal(mask == 255, bad)
+    probs = _read(tmp_path / "out" / "field" / "rare_prob.tif")
+    assert probs[:, ~bad].max() <= 100 and (probs[:, bad] == 255).all()
+    summary = json.loads((tmp_path / "out" / "field" / "summary.json").read_text())
+    assert summary["nodata_pixels"] == int(bad.sum())
+
+
 def test_unknown_rare_class_fails_before_any_scene_is_written(synth_root, checkpoint_path, tmp_path) -> None:
     datamodule = LissIVDataModule(str(synth_root), generate_if_missing=False)
     module = RareSegModule.load_from_checkpoint(checkpoint_path, map_location="cpu")
