@@ -140,11 +140,11 @@ def _predict_args(root: Path, checkpoint: Path | None, out: Path) -> list[str]:
     args = [
         "predict",
         *_tiny_run_args(root, out.parent),
-        "--prediction_writer.output_dir",
+        "--trainer.callbacks.init_args.output_dir",  # the recipe's last callback: ScenePredictionWriter
         str(out),
-        "--prediction_writer.tile",
+        "--trainer.callbacks.init_args.tile",
         "128",
-        "--prediction_writer.overlap",
+        "--trainer.callbacks.init_args.overlap",
         "16",
     ]
     return args if checkpoint is None else [*args, "--ckpt_path", str(checkpoint)]
@@ -194,8 +194,8 @@ def test_fit_then_predict_writes_the_test_split_with_the_calibrated_thresholds(
     [
         ([], "error: predict needs --ckpt_path CHECKPOINT"),
         (
-            ["--ckpt_path", "best.ckpt", "--prediction_writer.overlap", "100"],
-            "error: prediction_writer: overlap must be in [0, tile / 2] = [0, 64] pixels, got 100",
+            ["--ckpt_path", "best.ckpt", "--trainer.callbacks.init_args.overlap", "100"],
+            "error: ScenePredictionWriter: overlap must be in [0, tile / 2] = [0, 64] pixels, got 100",
         ),
     ],
 )
