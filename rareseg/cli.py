@@ -1,9 +1,10 @@
 """Entry points: the ``rareseg`` command (LightningCLI subcommands plus tools) and the generic ``lightning`` command.
 
 ``rareseg fit|validate|test|predict`` run :func:`rareseg.training.run_cli`; ``synth``, ``infer``,
-``evaluate``, ``bench`` and ``serve`` import their module only when called. The generic
-``lightning`` command runs a plain LightningCLI for any model/datamodule config. Nothing in the
-package imports this module.
+``evaluate``, ``bench`` and ``serve`` import their module only when called. ``rareseg --help``
+lists them all and ``rareseg --version`` prints the installed version. Lightning 2.x installs no
+``lightning`` command of its own; rareseg's runs a plain LightningCLI (no rareseg code in it) for
+any model/datamodule config. Nothing in the package imports this module.
 """
 
 from __future__ import annotations
@@ -46,17 +47,59 @@ def _serve(argv: Sequence[str]) -> None:
 
 TOOLS = {"synth": _synth, "infer": _infer, "evaluate": _evaluate, "bench": _bench, "serve": _serve}
 
+#: Every subcommand with its one-line summary, in the order ``rareseg --help`` lists them.
+SUBCOMMANDS = {
+    "fit": "train from a LightningCLI config (rareseg fit --config configs/wetlands.yaml)",
+    "validate": "score a checkpoint on the validation split (--ckpt_path)",
+    "test": "score a checkpoint on the test split and print the per-class table (--ckpt_path)",
+    "predict": "write GeoTIFF predictions of the datamodule's scenes (--ckpt_path)",
+    "synth": "write the synthetic LISS-IV-like data set (images/, masks/, classes.yaml)",
+    "infer": "predict one GeoTIFF scene into mask.tif, rare_prob.tif, previews and summary.json",
+    "evaluate": "score a checkpoint on a split of a dataset root as infer predicts it",
+    "bench": "benchmarks that train models (the ablation)",
+    "serve": "serve the web page: upload a scene, see and download the predictions",
+}
+
+
+def _usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = [f"  {name:<{width}}  {summary}" for name, summary in SUBCOMMANDS.items()]
+    return (
+        "usage: rareseg [-h] [--version] SUBCOMMAND ...\n\n"
+        "Rare-class segmentation of LISS-IV scenes: train with Lightning, predict GeoTIFFs.\n\n"
+        "subcommands (rareseg SUBCOMMAND --help for its options):\n" + "\n".join(lines) + "\n\n"
+        "options:\n  -h, --help  show this help message and exit\n  --version   print the version and exit\n"
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rareseg")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``rareseg`` command; bad input exits with a one-line error."""
+    given = argv
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage(), end="")
+        return
+    if argv[0] == "--version":
+        print(f"rareseg {_version()}")
+        return
+    if argv[0] not in SUBCOMMANDS:
+        sys.exit(f"rareseg: error: unknown subcommand {argv[0]!r} (choose from {', '.join(SUBCOMMANDS)})")
     try:
-        if argv and argv[0] in TOOLS:
+        if argv[0] in TOOLS:
             TOOLS[argv[0]](argv[1:])
         else:
             from rareseg.training import run_cli
 
-            run_cli(argv)
+            run_cli(None if given is None else argv)
     except (ValueError, FileExistsError) as err:
         cause = _data_error_in(err)
         if cause is None:
@@ -74,7 +117,12 @@ def _data_error_in(err: BaseException) -> BaseException | None:
 
 
 def lightning_main() -> None:
-    """Entry point of the generic ``lightning`` command: LightningCLI for any config."""
+    """Entry point of the generic ``lightning`` command: a plain LightningCLI for any model and datamodule.
+
+    ``LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
+    subclass_mode_data=True)``, as a user's own ``main.py`` would run it, except that a later run in
+    the same log folder replaces Lightning's ``config.yaml`` instead of refusing to start.
+    """
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 

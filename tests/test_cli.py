@@ -218,3 +218,53 @@ def test_predict_input_not_found_is_a_one_line_error(synth_root: Path, tmp_path:
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == f"rareseg: error: {tmp_path / 'field.tif'}: predict input not found"
+
+
+def test_help_lists_every_subcommand_with_one_line(capsys) -> None:
+    main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    names = ("fit", "validate", "test", "predict", "synth", "infer", "evaluate", "bench", "serve")
+    listed = [line.split()[0] for line in lines if line.startswith("  ") and line.split()[0] in names]
+    assert listed == list(names)
+
+
+def test_version_is_the_installed_distribution_version(capsys) -> None:
+    from importlib.metadata import version
+
+    main(["--version"])
+    assert capsys.readouterr().out == f"rareseg {version('rareseg')}\n"
+
+
+def test_unknown_subcommand_is_a_one_line_error() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["fitt"])
+    assert str(info.value.code).startswith("rareseg: error: unknown subcommand 'fitt' (choose from fit, validate")
+
+
+def test_fit_help_from_the_console_command_has_no_lightning_cli_warning(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    rareseg = Path(sys.executable).with_name("rareseg")
+    done = subprocess.run(
+        [str(rareseg), "fit", "--help"],
+        cwd=tmp_path,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0
+    assert "--test_after_fit" in done.stdout
+    assert "warn" not in done.stderr.lower() and "args parameter" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("tool", ["infer", "evaluate", "serve"])
+def test_tool_help_states_each_default_once(tool: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main([tool, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines; join them
+    assert "(default: None)" not in text
+    assert "(default: the checkpoint's calibrated thresholds, else 0.5) (default" not in text
+    assert text.count("(default:") >= 3  # values that are worth printing still are
