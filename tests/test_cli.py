@@ -268,3 +268,23 @@ def test_tool_help_states_each_default_once(tool: str, capsys) -> None:
     assert "(default: None)" not in text
     assert "(default: the checkpoint's calibrated thresholds, else 0.5) (default" not in text
     assert text.count("(default:") >= 3  # values that are worth printing still are
+
+
+@pytest.mark.slow
+def test_test_after_fit_prints_the_per_class_table_of_the_best_checkpoint(
+    synth_root: Path, tmp_path: Path, capsys
+) -> None:
+    args = _tiny_run_args(synth_root, tmp_path)
+    run_cli(["fit", *args, "--trainer.max_epochs", "1", "--data.init_args.length", "2", "--test_after_fit", "true"])
+    out = capsys.readouterr().out
+    table = out[out.index("Test split, per class (scene_03):") :].splitlines()
+    assert table[1].split() == ["class", "IoU", "recall", "prec.", "F1", "pixels"]
+    assert [line.split()[0] for line in table[2:8]] == [
+        "cropland",
+        "fallow",
+        "forest",
+        "built_up",
+        "water*",
+        "wetland*",
+    ]
+    assert table[8].startswith("* rare; rare_recall")
