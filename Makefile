@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,all]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,7 +30,7 @@ demo: install
 	WANDB_MODE=offline $(BIN)/rareseg fit --config configs/wetlands.yaml --config configs/demo-cpu.yaml --test_after_fit true
 
 bench: install
-	cd benchmarks && for script in datamodule.py model.py optim.py inference.py; do \
+	cd benchmarks && for script in datamodule.py "model.py --threads 1" optim.py inference.py; do \
 		../$(BIN)/python $$script || exit 1; done
 	$(BIN)/rareseg bench ablation --seeds 3 --budget cpu-small
 

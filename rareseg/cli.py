@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from rareseg.core.interrupt import handle_interrupts, interrupted_message, received_signal
 from rareseg.datamodules.scenes import DataError
 
 
@@ -82,29 +83,41 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``rareseg`` command; bad input exits with a one-line error."""
+    """Entry point of the ``rareseg`` command; bad input exits with a one-line error.
+
+    Ctrl+C (SIGINT) and SIGTERM unwind the command's clean-ups and exit 130/143 with one line
+    (:mod:`rareseg.core.interrupt`).
+    """
     given = argv
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    command = argv[0] if argv else ""
+    if command in ("", "-h", "--help"):
         print(_usage(), end="")
         return
-    if argv[0] == "--version":
+    if command == "--version":
         print(f"rareseg {_version()}")
         return
-    if argv[0] not in SUBCOMMANDS:
-        sys.exit(f"rareseg: error: unknown subcommand {argv[0]!r} (choose from {', '.join(SUBCOMMANDS)})")
+    if command not in SUBCOMMANDS:
+        sys.exit(f"rareseg: error: unknown subcommand {command!r} (choose from {', '.join(SUBCOMMANDS)})")
     try:
-        if argv[0] in TOOLS:
-            TOOLS[argv[0]](argv[1:])
-        else:
-            from rareseg.training import run_cli
+        with handle_interrupts():
+            if command in TOOLS:
+                TOOLS[command](argv[1:])
+            else:
+                from rareseg.training import run_cli
 
-            run_cli(None if given is None else argv)
+                run_cli(None if given is None else argv)
     except (ValueError, FileExistsError) as err:
         cause = _data_error_in(err)
         if cause is None:
             raise
         sys.exit(f"rareseg: error: {cause}")
+    except (KeyboardInterrupt, SystemExit) as err:
+        if isinstance(err, SystemExit) and received_signal() is None:
+            raise  # an ordinary exit (Lightning exits 1 after it handled a Ctrl+C itself)
+        message, status = interrupted_message(command)
+        print(message, file=sys.stderr)
+        sys.exit(status)
 
 
 def _data_error_in(err: BaseException) -> BaseException | None:

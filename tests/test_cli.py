@@ -197,6 +197,10 @@ def test_fit_then_predict_writes_the_test_split_with_the_calibrated_thresholds(
             ["--ckpt_path", "best.ckpt", "--trainer.callbacks.init_args.overlap", "100"],
             "error: ScenePredictionWriter: overlap must be in [0, tile / 2] = [0, 64] pixels, got 100",
         ),
+        (
+            ["--ckpt_path", "best.ckpt", "--trainer.callbacks.init_args.input_scale", "zero"],
+            "error: ScenePredictionWriter: input scale must be a positive number or auto, got 'zero'",
+        ),
     ],
 )
 def test_predict_usage_errors_stop_before_anything_runs(

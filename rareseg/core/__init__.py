@@ -8,6 +8,7 @@
 | ``plots`` | figures shared by the metrics callback and the evaluation report |
 | ``files`` | write-then-rename |
 | ``help`` | the help formatter of the argparse subcommands |
+| ``pixels`` | which pixels hold data (nodata and non-finite values) |
 | ``lazy`` | lazy package exports |
 
 The callbacks may import this package and nothing else of rareseg; evaluation and inference
@@ -31,6 +32,8 @@ LAZY_EXPORTS = {
     "probability_bins": "rareseg.core.histograms",
     "probability_histograms": "rareseg.core.histograms",
     "lazy_exports": "rareseg.core.lazy",
+    "nodata_pixels": "rareseg.core.pixels",
+    "non_finite_pixels": "rareseg.core.pixels",
     "confusion_matrix": "rareseg.core.scores",
     "per_class_scores": "rareseg.core.scores",
     "summary_scores": "rareseg.core.scores",

@@ -5,6 +5,7 @@
 | ``scenes`` | ``classes.yaml``, paired scene files and their one-line ``DataError`` checks |
 | ``datasets`` | ``LissIVImage`` / ``LissIVMask`` (TorchGeo raster datasets, one time slot per scene) |
 | ``stats`` | training-split band statistics and class frequencies, cached in ``stats.json`` |
+| ``normalisation`` | scene samples, their band statistics, the ``dataset``/``scene`` normalisations |
 | ``footprints`` | where crops of each scene may lie (``SceneFootprint``) |
 | ``rare_index`` | the disk-backed rare-class index (``RareClassIndex``) |
 | ``samplers`` | ``RareClassGeoSampler`` and ``SaliencyGuidedGeoSampler`` |

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,11 @@ from torch.utils.data import DataLoader
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import IntersectionDataset
 from torchgeo.samplers import GeoSampler, GridGeoSampler, RandomGeoSampler
+from torchvision.transforms import Compose
 
 from rareseg.core.conventions import IGNORE_INDEX
 from rareseg.datamodules.datasets import LissIVImage, LissIVMask
+from rareseg.datamodules.normalisation import SceneStandardise, check_normalisation, scene_standardisation
 from rareseg.datamodules.predict_scenes import (
     SceneDescriptor,
     SceneDescriptors,
@@ -37,9 +39,11 @@ BLOCK_ROWS = {"train": (0.0, 0.7), "val": (0.7, 0.85), "test": (0.85, 1.0)}
 
 
 class MarkNodata:
-    """Sample transform: pixels whose every band equals ``nodata`` get mask 255 (ignore).
+    """Sample transform: pixels whose every band equals ``nodata``, or with a NaN/Inf band, get mask 255 (ignore).
 
-    Also covers the fill outside a scene's footprint, which torchgeo reads as nodata.
+    Also covers the fill outside a scene's footprint, which torchgeo reads as nodata. Non-finite
+    values are replaced by the nodata value (0 when that is not finite either), so normalisation
+    and the network see finite numbers only.
     """
 
     def __init__(self, nodata: float) -> None:
@@ -47,7 +51,11 @@ class MarkNodata:
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         """Apply to a sample with ``image`` (C, H, W) and ``mask`` (H, W)."""
-        empty = (sample["image"] == self.nodata).all(dim=0)
+        image = sample["image"]
+        non_finite = ~torch.isfinite(image)
+        empty = (image == self.nodata).all(dim=0) | non_finite.any(dim=0)
+        if non_finite.any():
+            image[non_finite] = self.nodata if math.isfinite(self.nodata) else 0.0
         sample["mask"][empty] = IGNORE_INDEX
         return sample
 
@@ -97,8 +105,8 @@ class LissIVDataModule(GeoDataModule):
 
     The class table, band statistics and class frequencies are available right after
     construction (``num_classes``, ``in_channels``, ``class_names``, ``rare_classes``,
-    ``class_frequencies``, ``band_mean``, ``band_std``) so the CLI can link them into the
-    model. Splits are by scene; a root with fewer than 3 scenes is split by row blocks
+    ``class_frequencies``, ``band_mean``, ``band_std``, ``normalisation``) so the CLI can link
+    them into the model. Splits are by scene; a root with fewer than 3 scenes is split by row blocks
     (70 / 15 / 15 %) of every scene instead.
     """
 
@@ -118,6 +126,7 @@ class LissIVDataModule(GeoDataModule):
         test_scenes: list[str] | None = None,
         predict_inputs: list[str] | None = None,
         augment: bool = True,
+        normalisation: str = "dataset",
         generate_if_missing: bool = True,
         synth_scenes: int = 8,
         synth_size: int = 2048,
@@ -146,6 +155,11 @@ class LissIVDataModule(GeoDataModule):
                 ``*.tif``/``*.tiff``) or glob patterns; unlabelled scenes are fine. None: the
                 test split's scenes (every scene, whole, when the root is split by row blocks).
             augment: random flips and 90-degree rotations of training crops.
+            normalisation: ``"dataset"``: ``(x - mean) / std`` with the training split's statistics;
+                ``"scene"``: each scene standardised by its own median and robust spread, which makes
+                the network indifferent to the scene's radiometric scale (see
+                :mod:`rareseg.datamodules.normalisation` for when to use which). Linked into the
+                task, so the checkpoint and inference normalise the same way.
             generate_if_missing: run ``rareseg synth`` into ``root`` when it does not exist.
             synth_scenes: scenes to generate.
             synth_size: side of generated scenes in pixels.
@@ -173,6 +187,7 @@ class LissIVDataModule(GeoDataModule):
         self.rare_temperature = rare_temperature
         self.rare_fraction = rare_fraction
         self.augment = augment
+        self.normalisation = check_normalisation(normalisation)
         self.seed = seed
         if not self.root.exists():
             if not generate_if_missing:
@@ -208,7 +223,10 @@ class LissIVDataModule(GeoDataModule):
             if predict_inputs is None
             else resolve_predict_inputs(predict_inputs, self.in_channels)
         )
+        # "scene": crops arrive standardised by their scene (split_dataset), so Normalize is the identity
         mean, std = torch.tensor(self.stats.band_mean), torch.tensor(self.stats.band_std)
+        if self.normalisation == "scene":
+            mean, std = torch.zeros_like(mean), torch.ones_like(std)
         self.aug = K.AugmentationSequential(K.Normalize(mean=mean, std=std), data_keys=None, keepdim=True)
         if augment:
             self.train_aug = K.AugmentationSequential(
@@ -300,7 +318,18 @@ class LissIVDataModule(GeoDataModule):
         scenes = self.scenes_of(split)
         image = LissIVImage([s.image for s in scenes])
         mask = LissIVMask([s.mask for s in scenes])
-        return IntersectionDataset(image, mask, transforms=MarkNodata(self.nodata))
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] = MarkNodata(self.nodata)
+        if self.normalisation == "scene":
+            transforms = Compose([transforms, self._scene_standardise(image)])
+        return IntersectionDataset(image, mask, transforms=transforms)
+
+    def _scene_standardise(self, image: LissIVImage) -> SceneStandardise:
+        """The ``"scene"`` sample transform for the scenes of ``image``: each scene's median and robust spread."""
+        entries = []
+        for interval, geometry, path in zip(image.index.index, image.index.geometry, image.index.filepath):
+            median, sigma = scene_standardisation(path)
+            entries.append((interval.left, interval.right, geometry.bounds, median, sigma))
+        return SceneStandardise(entries)
 
     def split_roi(self, dataset: IntersectionDataset, split: str) -> shapely.Geometry | None:
         """Region of interest of a split: the split's row block of every scene, or None (whole scenes).

@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import rasterio
 import yaml
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.windows import Window
 
 from rareseg.core.conventions import IGNORE_INDEX
 
@@ -101,6 +103,20 @@ def open_geotiff(path: Path) -> rasterio.DatasetReader:
         src.close()
         raise DataError(f"{path}: not a GeoTIFF (format {src.driver})")
     return src
+
+
+def read_window(src: rasterio.DatasetReader, window: Window, indexes: int | list[int] | None = None) -> np.ndarray:
+    """``src.read(indexes, window=window)``, with a read failure (truncated or corrupt blocks) as a one-line
+    :class:`DataError` naming the file and the window (rows and columns, 0-based, end excluded)."""
+    try:
+        return src.read(indexes, window=window)
+    except RasterioError as err:
+        rows, cols = window.toranges()
+        detail = " ".join(str(err).split())
+        raise DataError(
+            f"{src.name}: read failed in the window of rows {rows[0]}-{rows[1]}, columns {cols[0]}-{cols[1]} "
+            f"(truncated or corrupt file? {detail})"
+        ) from None
 
 
 def check_image(path: Path, n_bands: int | None) -> rasterio.DatasetReader:

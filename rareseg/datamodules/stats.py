@@ -1,7 +1,7 @@
 """Training-split statistics (per-band mean/std, class pixel frequencies), cached in the root.
 
 Statistics are computed once from the training split, over valid pixels only (image
-not nodata, mask not ignore), and stored in ``<root>/stats.json`` together with a
+not nodata and finite in every band, mask not ignore), and stored in ``<root>/stats.json`` together with a
 fingerprint of the files and split they came from; a changed file or split recomputes them.
 """
 
@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from rareseg.core.conventions import IGNORE_INDEX
 from rareseg.core.files import write_atomically
-from rareseg.datamodules.scenes import DataError, Scene
+from rareseg.core.pixels import nodata_pixels
+from rareseg.datamodules.scenes import DataError, Scene, read_window
 
 STATS_VERSION = 1
 _ROWS_PER_READ = 1024
@@ -100,17 +101,19 @@ def compute_stats(
                 total = np.zeros(n_bands)
                 sumsq = np.zeros(n_bands)
             for window in _row_windows(scene.height, scene.width, rows):
-                image = img.read(window=window).astype(np.float64)
-                mask = msk.read(1, window=window)
+                image = read_window(img, window).astype(np.float64)
+                mask = read_window(msk, window, 1)
                 _check_ids(mask, scene.mask, num_classes)
-                valid = (mask != IGNORE_INDEX) & ~np.all(image == scene.nodata, axis=0)
+                valid = (mask != IGNORE_INDEX) & ~nodata_pixels(image, scene.nodata)
                 pixels = image[:, valid]
                 total += pixels.sum(axis=1)
                 sumsq += (pixels**2).sum(axis=1)
                 count += pixels.shape[1]
                 class_counts += np.bincount(mask[valid], minlength=num_classes)[:num_classes]
     if count == 0:
-        raise DataError(f"{scenes[0].image.parent}: the training split has no valid (labelled, non-nodata) pixels")
+        raise DataError(
+            f"{scenes[0].image.parent}: the training split has no valid pixels (labelled, not nodata, finite)"
+        )
     mean = total / count
     std = np.sqrt(np.maximum(sumsq / count - mean**2, 0.0))
     frequencies = class_counts / class_counts.sum()

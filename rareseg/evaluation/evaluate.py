@@ -36,6 +36,7 @@ from rareseg.inference.checkpoint import load_module as load_module  # re-export
 from rareseg.inference.checkpoint import load_predictor
 from rareseg.inference.decisions import check_rule, deployed_classes
 from rareseg.inference.predictor import Predictor
+from rareseg.inference.radiometry import prepare_scene
 from rareseg.inference.scene import GDAL_CACHE_MB, blend_scene, check_options, open_scene
 from rareseg.inference.tiling import BlendedRows
 from rareseg.lightning_modules import RareSegModule
@@ -75,6 +76,8 @@ class SplitEvaluation:
         scene_matrices: per scene stem, per decision rule, the scene's ``(K, K)`` counts.
         calibration: reliability histogram of the blended probability per rare class id (coarse bins).
         ranking: precision-recall histogram per rare class id (fine bins).
+        radiometry: per scene stem, the radiometry check of the scene
+            (:meth:`~rareseg.inference.radiometry.RadiometryCheck.summary`).
     """
 
     class_names: list[str]
@@ -86,6 +89,7 @@ class SplitEvaluation:
     scene_matrices: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     calibration: dict[int, ProbabilityHistogram] = field(default_factory=dict)
     ranking: dict[int, ProbabilityHistogram] = field(default_factory=dict)
+    radiometry: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def empty(
@@ -151,7 +155,8 @@ class SplitEvaluation:
             summary and rare-class IoU/recall, ``argmax`` with the same keys, and
             ``confusion_matrix`` = ``{"deployed": (K, K), "argmax": (K, K)}`` lists); and
             ``rare_probabilities`` (per rare class: ECE, reliability bins, average precision, PR
-            curve). Scores come from :mod:`rareseg.core.scores`; undefined scores (0/0) are ``None``.
+            curve), and ``radiometry`` (per stem: the scene's radiometry check). Scores come from
+            :mod:`rareseg.core.scores`; undefined scores (0/0) are ``None``.
         """
         scenes = {}
         for stem, per_rule in sorted(self.scene_matrices.items()):
@@ -185,6 +190,7 @@ class SplitEvaluation:
             "argmax": self._split_scores(self.matrices["argmax"]),
             "per_scene": scenes,
             "rare_probabilities": calibration,
+            "radiometry": dict(sorted(self.radiometry.items())),
         }
 
     def _split_scores(self, matrix: np.ndarray) -> dict[str, Any]:
@@ -316,6 +322,8 @@ def _score_scene(
         open_scene(scene.image, predictor.in_channels) as src,
         rasterio.open(scene.mask) as truth_src,
     ):
+        predictor, radiometry = prepare_scene(predictor, src, str(scene.image))
+        result.radiometry[stem] = radiometry.summary()
         mask_nodata = truth_src.nodata
         first, last = scene.rows if scene.rows is not None else (0, src.height)
 

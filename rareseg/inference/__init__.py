@@ -4,10 +4,11 @@
 |---|---|
 | ``checkpoint`` | the one checkpoint loader (``load_predictor``, ``load_module``) and its one-line errors |
 | ``predictor`` | ``Predictor``: network + band statistics + classes + thresholds; the one normalisation |
+| ``radiometry`` | the scene's scale and band order against the checkpoint's (``prepare_scene``), ``input_scale`` |
 | ``tiling`` | tile layout, blending window, ``BlendedRows`` |
 | ``scene`` | the pass (``blend_scene``: tile, predict, blend, stream rows) and ``predict_scene`` (GeoTIFFs) |
 | ``decisions`` | the deployed decision rule (``deployed_classes``), output encodings, top-k |
-| ``rasters`` | output files, their description, row writing, overviews, previews |
+| ``rasters`` | output files, their description, row writing, overviews and COG layout, QGIS sidecars, previews |
 | ``summary`` | grid and class areas of ``summary.json`` |
 | ``saliency_map`` | low-resolution saliency maps for the training sampler |
 | ``writer`` | ``ScenePredictionWriter`` for ``rareseg predict`` |
@@ -36,11 +37,17 @@ LAZY_EXPORTS = {
     "Predictor": "rareseg.inference.predictor",
     "resolve_device": "rareseg.inference.predictor",
     "resolve_precision": "rareseg.inference.predictor",
+    "RadiometryCheck": "rareseg.inference.radiometry",
+    "RadiometryWarning": "rareseg.inference.radiometry",
+    "check_radiometry": "rareseg.inference.radiometry",
+    "parse_input_scale": "rareseg.inference.radiometry",
+    "prepare_scene": "rareseg.inference.radiometry",
     "OUTPUTS": "rareseg.inference.rasters",
     "PROBABILITY_SCALE": "rareseg.inference.rasters",
     "BlockRowWriter": "rareseg.inference.rasters",
     "describe_outputs": "rareseg.inference.rasters",
     "overview_factors": "rareseg.inference.rasters",
+    "write_mask_sidecars": "rareseg.inference.rasters",
     "accumulate_cells": "rareseg.inference.saliency_map",
     "scene_saliency_map": "rareseg.inference.saliency_map",
     "InferenceCancelled": "rareseg.inference.scene",

@@ -21,6 +21,7 @@ from rareseg.core.conventions import THRESHOLDS_KEY
 from rareseg.datamodules.scenes import DataError
 from rareseg.inference.predictor import Predictor
 from rareseg.lightning_modules import RareSegModule
+from rareseg.models.pretrained import skip_initial_weights
 
 
 def read_checkpoint(checkpoint: str | Path) -> dict[str, Any]:
@@ -99,7 +100,8 @@ def _rebuild(path: Path, data: bytes, net: nn.Module | None) -> RareSegModule:
     """``RareSegModule.load_from_checkpoint`` on the checkpoint's bytes, with one-line errors naming ``path``."""
     overrides = {} if net is None else {"net": net}
     try:
-        with warnings.catch_warnings():
+        # the checkpoint's weights replace the initial ones: no pretrained download, no weights file needed
+        with warnings.catch_warnings(), skip_initial_weights():
             # training-time advice about modules kept in the hyperparameters; irrelevant when predicting
             warnings.filterwarnings("ignore", message=r"Attribute '\w+' is an instance of `nn.Module`")
             return RareSegModule.load_from_checkpoint(

@@ -10,7 +10,9 @@ from tqdm import tqdm
 from rareseg.core.help import DefaultsHelpFormatter
 from rareseg.inference.checkpoint import load_predictor
 from rareseg.inference.predictor import resolve_device
+from rareseg.inference.radiometry import parse_input_scale
 from rareseg.inference.scene import check_options, predict_scene
+from rareseg.inference.selection import split_class_list
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         "--topk", type=float, default=10.0, help="percentage of valid pixels marked in saliency_topk.tif"
     )
     parser.add_argument("--preview-side", type=int, default=1024, help="longer side of the PNG previews in pixels")
+    parser.add_argument(
+        "--input-scale",
+        default="1",
+        help=(
+            "factor multiplying the bands before normalisation (e.g. 0.1 for reflectance x 10000 into a DN-trained "
+            "checkpoint), or auto: the factor the radiometry check detects"
+        ),
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -66,10 +76,11 @@ def infer_command(argv: Sequence[str]) -> None:
     try:
         check_options(args.tile, args.overlap, args.batch_size, args.topk, args.threshold, args.preview_side)
         resolve_device(args.device)
+        rare = None if args.rare_classes is None else split_class_list(args.rare_classes, "--rare-classes")
+        input_scale = parse_input_scale(args.input_scale)
     except ValueError as err:
         parser.error(str(err))
     predictor = load_predictor(args.checkpoint, device=args.device, precision=args.precision)
-    rare = None if args.rare_classes is None else [name for name in args.rare_classes.split(",") if name.strip()]
     with tqdm(
         total=100,
         desc="infer",
@@ -91,6 +102,7 @@ def infer_command(argv: Sequence[str]) -> None:
             threshold=args.threshold,
             topk=args.topk,
             preview_max_side=args.preview_side,
+            input_scale=input_scale,
             progress=progress,
         )
     summary = result.summary

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rareseg.core.conventions import DECISION_RULES, IGNORE_INDEX
+from rareseg.core.pixels import nodata_pixels as nodata_pixels  # re-export: the one validity rule
 from rareseg.inference.rasters import PROBABILITY_SCALE
 from rareseg.inference.tiling import BlendedRows
 
@@ -187,15 +188,3 @@ def topk_level(histogram: np.ndarray, percent: float) -> int | None:
     wanted = max(1, math.ceil(round(percent * total / 100, 9)))
     at_least = np.cumsum(histogram[::-1])[::-1]
     return int(np.flatnonzero(at_least >= wanted)[-1])
-
-
-def nodata_pixels(image: np.ndarray, nodata: float | None) -> np.ndarray:
-    """(H, W) bool: pixels of a (C, H, W) image equal to ``nodata`` in every band (NaN matches NaN).
-
-    All False when the image declares no nodata value.
-    """
-    if nodata is None:
-        return np.zeros(image.shape[1:], dtype=bool)
-    if np.isnan(nodata):
-        return np.isnan(image).all(axis=0)
-    return (image == nodata).all(axis=0)

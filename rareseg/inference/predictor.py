@@ -27,6 +27,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 
 from rareseg.core.conventions import resolve_class_colors
+from rareseg.datamodules.normalisation import check_normalisation
 from rareseg.datamodules.scenes import DataError
 from rareseg.models import SegmentationOutput
 
@@ -81,6 +82,11 @@ class Predictor:
         band_std: (C,) per-band standard deviation in file units.
         thresholds: calibrated ``{class_id: threshold}`` stored in the checkpoint (may be empty).
         checkpoint: the checkpoint file, when loaded from one.
+        normalisation: the checkpoint's normalisation, ``"dataset"`` or ``"scene"`` (see
+            :mod:`rareseg.datamodules.normalisation`); with ``"scene"``, ``band_mean``/``band_std``
+            hold the training data's statistics and
+            :func:`~rareseg.inference.radiometry.prepare_scene` puts each scene's own in their place.
+        input_scale: factor multiplying the raw bands before normalisation (``--input-scale``).
     """
 
     model: nn.Module
@@ -93,6 +99,8 @@ class Predictor:
     band_std: np.ndarray
     thresholds: dict[int, float] = field(default_factory=dict)
     checkpoint: Path | None = None
+    normalisation: str = "dataset"
+    input_scale: float = 1.0
 
     @classmethod
     def from_module(
@@ -147,6 +155,7 @@ class Predictor:
             band_std=np.asarray(std, dtype=np.float32),
             thresholds={int(k): float(v) for k, v in (thresholds or {}).items()},
             checkpoint=checkpoint,
+            normalisation=check_normalisation(hparams.get("normalisation", "dataset")),
         )
 
     @property
@@ -198,7 +207,12 @@ class Predictor:
         return values, source
 
     def normalise(self, tiles: np.ndarray) -> torch.Tensor:
-        """Raw tiles as the network's input: ``x' = (x - band_mean) / band_std`` per band, float32 on :attr:`device`.
+        """Raw tiles as the network's input: ``x' = (s * x - band_mean) / band_std`` per band, float32 on the device.
+
+        ``s`` is :attr:`input_scale` (1 unless the user asked for another scale).
+
+        Non-finite values (NaN, +/-Inf: nodata, see :func:`~rareseg.core.pixels.nodata_pixels`) become 0,
+        the band mean, so they do not spread through the network into their valid neighbours.
 
         Args:
             tiles: (B, C, H, W) pixel values in file units (DN or reflectance).
@@ -209,9 +223,11 @@ class Predictor:
         if tiles.ndim != 4 or tiles.shape[1] != self.in_channels:
             raise ValueError(f"predict: expected tiles (B, {self.in_channels}, H, W), got {tiles.shape}")
         batch = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(self.device)
+        if self.input_scale != 1.0:
+            batch = batch * self.input_scale
         mean = torch.from_numpy(self.band_mean).to(self.device)[None, :, None, None]
         std = torch.from_numpy(self.band_std).to(self.device)[None, :, None, None]
-        return (batch - mean) / std
+        return torch.nan_to_num((batch - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
 
     @torch.inference_mode()
     def network_outputs(self, tiles: np.ndarray) -> SegmentationOutput:

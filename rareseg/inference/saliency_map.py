@@ -18,6 +18,7 @@ import rasterio
 from affine import Affine
 
 from rareseg.inference.predictor import Predictor
+from rareseg.inference.radiometry import prepare_scene
 from rareseg.inference.scene import GDAL_CACHE_MB, blend_scene, open_scene
 from rareseg.inference.tiling import BlendedRows
 
@@ -93,6 +94,7 @@ def scene_saliency_map(
     """
     path = Path(image_path)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_scene(path, predictor.in_channels) as src:
+        predictor, _ = prepare_scene(predictor, src, str(path))  # the scene's normalisation, as every pass
         cell = max(1, round(resolution / src.res[0]))
         shape = (math.ceil(src.height / cell), math.ceil(src.width / cell))
         sums, counts = np.zeros(shape), np.zeros(shape)

@@ -27,16 +27,17 @@ afterwards the scratch file is thresholded at :func:`~rareseg.inference.decision
 and the overviews and previews are added. That tail runs on the calling thread alone: rasterio
 holds the GIL while GDAL builds overviews, so a second thread would only wait for it.
 
-Everything is written into a hidden staging folder inside the output folder and moved to its
-final name only when all outputs are complete (``summary.json`` last), so an interrupted run leaves
-no file that looks finished and keeps the outputs of an earlier run until the new ones replace them.
+Everything is written into a hidden staging folder inside the output folder
+(``.rareseg-infer-<pid>-*``) and moved to its final name only when all outputs are complete
+(``summary.json`` last), so an interrupted run leaves no file that looks finished and keeps the
+outputs of an earlier run until the new ones replace them. A run killed outright leaves its
+staging folder; the next run into the same folder removes it (:func:`~rareseg.core.files.remove_stale`).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 import warnings
 from collections import deque
@@ -53,8 +54,9 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from rareseg.core.conventions import IGNORE_INDEX
-from rareseg.core.files import publish
-from rareseg.datamodules.scenes import DataError, open_geotiff
+from rareseg.core.files import publish, staging_dir
+from rareseg.core.pixels import non_finite_pixels
+from rareseg.datamodules.scenes import DataError, open_geotiff, read_window
 from rareseg.inference.decisions import (
     SALIENCY_LEVELS,
     SALIENCY_NODATA,
@@ -64,6 +66,7 @@ from rareseg.inference.decisions import (
     topk_level,
 )
 from rareseg.inference.predictor import Predictor
+from rareseg.inference.radiometry import parse_input_scale, prepare_scene
 from rareseg.inference.rasters import (
     BLOCK,
     OUTPUTS,
@@ -73,6 +76,7 @@ from rareseg.inference.rasters import (
     describe_outputs,
     output_profile,
     write_mask_preview,
+    write_mask_sidecars,
     write_probability_preview,
 )
 from rareseg.inference.summary import grid_summary
@@ -142,9 +146,9 @@ def open_scene(path: Path, bands: int) -> rasterio.DatasetReader:
 
 
 def _staging_dir(out_dir: Path) -> Path:
+    """A staging folder ``.rareseg-infer-<pid>-*`` in ``out_dir``; stale ones of dead processes are removed first."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".rareseg-infer-", dir=out_dir))
+        return staging_dir(out_dir, "infer")
     except OSError as err:
         raise DataError(f"{out_dir}: output directory is not writable ({err.strerror or err})") from None
 
@@ -270,6 +274,7 @@ def blend_scene(
     ``consume`` runs on the pass's background thread, in row order, once per band of at most
     ``DECIDE_ROWS`` rows; the arrays it gets are views, valid only during the call. Tiles whose
     pixels are all nodata are not predicted; their rows are still handed over (with ``valid`` False).
+    Pixels with a NaN or infinite band are nodata (:func:`~rareseg.core.pixels.nodata_pixels`).
 
     Args:
         predictor: the loaded model.
@@ -285,6 +290,8 @@ def blend_scene(
         Tile counts and whether the network has a saliency head.
 
     Raises:
+        DataError: a read failed (truncated or corrupt file: the message names the window), or no
+            pixel is valid and some are NaN or infinite.
         InferenceCancelled: ``cancel`` returned True.
     """
     report = progress or (lambda fraction: None)
@@ -295,13 +302,13 @@ def blend_scene(
     window = blend_window(tile_h, tile_w, overlap)
     row_weights, col_weights = coverage_weights(height, tile, overlap), coverage_weights(width, tile, overlap)
     acc = _RowAccumulator(predictor.num_classes, tile_h, width)
-    total, visited, predicted = len(rows) * len(cols), 0, 0
+    total, visited, predicted, seen_non_finite = len(rows) * len(cols), 0, 0, False
     worker = _Worker(MAX_PENDING_JOBS)
     try:
         # the jobs of the worker thread; src and acc are used on that thread only
-        def read_strip(y0: int) -> tuple[np.ndarray, np.ndarray]:
-            strip = src.read(window=Window(0, y0, width, tile_h))
-            return strip, ~nodata_pixels(strip, src.nodata)
+        def read_strip(y0: int) -> tuple[np.ndarray, np.ndarray, bool]:
+            strip = read_window(src, Window(0, y0, width, tile_h))
+            return strip, ~nodata_pixels(strip, src.nodata), bool(non_finite_pixels(strip).any())
 
         def accumulate(outputs: SegmentationOutput, origins: list[int]) -> None:
             probs, saliency = predictor.probabilities(outputs, window)
@@ -320,7 +327,8 @@ def blend_scene(
         for index, y0 in enumerate(rows):
             if cancelled():
                 raise InferenceCancelled("prediction cancelled")
-            strip, valid = reading.result()
+            strip, valid, non_finite = reading.result()
+            seen_non_finite |= non_finite
             if index + 1 < len(rows):
                 reading = worker.submit(read_strip, rows[index + 1])
             origins = [x0 for x0 in cols if valid[:, x0 : x0 + tile_w].any()]
@@ -341,6 +349,8 @@ def blend_scene(
         worker.drain()
     finally:
         worker.close()
+    if predicted == 0 and seen_non_finite:
+        raise DataError(f"{src.name}: no valid pixel: every pixel is nodata, NaN or infinite")
     return PassStats(total, predicted, acc.saliency is not None)
 
 
@@ -422,25 +432,29 @@ def predict_scene(
     threshold: float | None = None,
     topk: float = 10.0,
     preview_max_side: int = 1024,
+    input_scale: float | str = 1.0,
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> SceneResult:
     """Predict a whole scene and write georeferenced outputs into ``out_dir``.
 
     Outputs (same size, CRS and transform as the input; nodata wherever the input is nodata in
-    every band):
+    every band or NaN/infinite in any band):
 
     - ``mask.tif``: uint8 class ids with a colour table, class names in the band tags and
-      ``class_names`` metadata, 255 = nodata.
+      ``class_names`` metadata, 255 = nodata; beside it ``mask.tif.aux.xml`` (GDAL category names
+      and attribute table) and ``mask.qml`` (QGIS style with the K classes).
     - ``rare_prob.tif``: one band per selected rare class (description = class name), uint8
-      percent ``round(100 P)`` with GDAL scale 0.01, 255 = nodata.
+      ``round(100 P)`` with GDAL scale 0.01 (scaled value = probability), 255 = nodata.
     - ``saliency_topk.tif``: uint8 1 for the top ``topk`` % of valid pixels by saliency score, 0
       otherwise, 255 = nodata. The score is the saliency head's ``max_r sigmoid(s_r)`` over the
       selected rare classes, or ``max_r P_r`` when the network has no saliency head; ties at the
       cut are included (see :func:`~rareseg.inference.decisions.topk_level`).
     - ``preview_mask.png``, ``preview_prob.png``: decimated renderings.
     - ``summary.json``: per-class pixels and hectares (``count * pixel area / 10^4``), CRS,
-      thresholds, tiles, device and timing.
+      thresholds, tiles, device and timing, and the radiometry check
+      (:func:`~rareseg.inference.radiometry.prepare_scene`, which warns when the scene's scale or
+      band order does not match the checkpoint's training data).
 
     A selected rare class whose probability reaches its threshold wins the pixel even when the
     argmax is another class (:func:`~rareseg.inference.decisions.assign_classes`). Thresholds:
@@ -458,6 +472,8 @@ def predict_scene(
         threshold: one threshold in [0, 1] for every selected rare class.
         topk: percentage of valid pixels marked in ``saliency_topk.tif``.
         preview_max_side: longer side of the PNG previews, in pixels.
+        input_scale: factor multiplying the bands before normalisation, or ``"auto"`` (the factor
+            the radiometry check detects).
         progress: called with the fraction done, 0..1.
         cancel: polled between batches; returning True stops the run with :class:`InferenceCancelled`.
 
@@ -466,10 +482,11 @@ def predict_scene(
 
     Raises:
         DataError: unreadable or non-GeoTIFF input, wrong band count, unknown rare class, output
-            folder not writable.
+            folder not writable, a failed read during the pass, no valid pixel but NaN/Inf ones.
         InferenceCancelled: ``cancel`` returned True; nothing was written.
     """
     check_options(tile, overlap, batch_size, topk, threshold, preview_max_side)
+    parse_input_scale(input_scale)
     rare = predictor.select_rare_classes(rare_classes)
     thresholds, threshold_source = predictor.thresholds_for(rare, threshold)
     input_path, out_dir = Path(image_path), Path(out_dir)
@@ -479,6 +496,7 @@ def predict_scene(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # open_scene says it once, naming the file
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_scene(input_path, predictor.in_channels) as src:
+            predictor, radiometry = prepare_scene(predictor, src, str(input_path), input_scale)
             staging = _staging_dir(out_dir)
             try:
                 options = {"tile": tile, "overlap": overlap, "batch_size": batch_size}
@@ -491,6 +509,7 @@ def predict_scene(
                 report(TOPK_DONE)
                 build_overviews(staging / "saliency_topk.tif", Resampling.nearest)
                 _finish_mask_and_probabilities(staging, predictor.class_colors, preview_max_side)
+                write_mask_sidecars(staging / "mask.tif", predictor.class_names, predictor.class_colors)
                 if cancelled():
                     raise InferenceCancelled("prediction cancelled")
                 summary = {
@@ -516,6 +535,7 @@ def predict_scene(
                     },
                     "device": str(predictor.device),
                     "precision": predictor.precision,
+                    "radiometry": radiometry.summary(),
                     "seconds": time.perf_counter() - started,
                     "outputs": list(OUTPUTS),
                 }

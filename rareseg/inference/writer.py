@@ -16,6 +16,7 @@ from rareseg.core.conventions import THRESHOLDS_KEY
 from rareseg.core.files import write_atomically
 from rareseg.datamodules.predict_scenes import is_scene_descriptor
 from rareseg.inference.predictor import Precision, Predictor, resolve_precision
+from rareseg.inference.radiometry import parse_input_scale
 from rareseg.inference.scene import check_options, predict_scene
 
 #: Index of a predict run, written into ``output_dir`` by rank 0 when every process is done.
@@ -50,6 +51,7 @@ class ScenePredictionWriter(BasePredictionWriter):
         threshold: float | None = None,
         topk: float = 10.0,
         preview_max_side: int = 1024,
+        input_scale: float | str = 1.0,
     ) -> None:
         """Check the options.
 
@@ -64,6 +66,8 @@ class ScenePredictionWriter(BasePredictionWriter):
                 the checkpoint's calibrated thresholds, else 0.5).
             topk: percentage of valid pixels marked in ``saliency_topk.tif``, in (0, 100].
             preview_max_side: longer side of the PNG previews in pixels.
+            input_scale: factor multiplying the bands before normalisation, or ``"auto"`` (the
+                factor the radiometry check detects, per scene); see :mod:`rareseg.inference.radiometry`.
 
         Raises:
             ValueError: an option out of range (one line).
@@ -78,6 +82,7 @@ class ScenePredictionWriter(BasePredictionWriter):
         self.threshold = threshold
         self.topk = topk
         self.preview_max_side = preview_max_side
+        self.input_scale = parse_input_scale(input_scale)
         self._reset()
 
     def _reset(self) -> None:
@@ -150,6 +155,7 @@ class ScenePredictionWriter(BasePredictionWriter):
             threshold=self.threshold,
             topk=self.topk,
             preview_max_side=self.preview_max_side,
+            input_scale=self.input_scale,
         )
         self.written.append({"name": name, "input": prediction["path"], "folder": name, "rank": trainer.global_rank})
 

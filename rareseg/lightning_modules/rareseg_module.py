@@ -31,6 +31,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from rareseg.core.conventions import IGNORE_INDEX
+from rareseg.datamodules.normalisation import check_normalisation
 from rareseg.datamodules.predict_scenes import is_scene_descriptor
 from rareseg.losses import CrossEntropyLoss, SaliencyBCELoss
 from rareseg.models import SegmentationOutput, SpatialAwareSegFormer
@@ -66,6 +67,7 @@ DATA_ATTRIBUTES = (
     "class_frequencies",
     "band_mean",
     "band_std",
+    "normalisation",
 )
 
 
@@ -119,6 +121,7 @@ class RareSegModule(LightningModule):
         class_frequencies: Sequence[float] | None = None,
         band_mean: Sequence[float] | None = None,
         band_std: Sequence[float] | None = None,
+        normalisation: str | None = None,
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         """Build the task.
@@ -161,6 +164,8 @@ class RareSegModule(LightningModule):
             class_frequencies: training pixel frequencies (None: the datamodule's).
             band_mean: per-band normalisation mean, stored for inference (None: the datamodule's).
             band_std: per-band normalisation standard deviation (None: the datamodule's).
+            normalisation: ``"dataset"`` or ``"scene"`` (None: the datamodule's, else ``"dataset"``),
+                stored so inference normalises as training did; see :mod:`rareseg.datamodules.normalisation`.
             ignore_index: target value excluded from losses and metrics.
         """
         super().__init__()
@@ -174,6 +179,8 @@ class RareSegModule(LightningModule):
             )
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
+        if normalisation is not None:
+            check_normalisation(normalisation)
         # Under the CLI the hparams hold the plug-ins' configs (class_path dicts), so
         # load_from_checkpoint rebuilds them; objects passed in code (modules, callables) are
         # not pickled into the checkpoint: pass them again to load_from_checkpoint.
@@ -234,6 +241,7 @@ class RareSegModule(LightningModule):
         for name, value in (("num_classes", int(num_classes)), ("in_channels", int(in_channels))):
             self._set_hparam(name, value)
         self._set_hparam("rare_classes", [int(c) for c in rare_classes])
+        self._set_hparam("normalisation", check_normalisation(hparams.get("normalisation") or "dataset"))
         self.rare_classes = tuple(hparams["rare_classes"])
         names = hparams.get("class_names")
         self.class_names = list(names) if names is not None else [f"class_{i}" for i in range(num_classes)]

@@ -1,4 +1,4 @@
-"""Initialise a network from a local weights file; never download anything."""
+"""Initialise a network from a local weights file (downloads are :mod:`rareseg.models.pretrained`'s job)."""
 
 from __future__ import annotations
 
@@ -41,14 +41,13 @@ def resolve_weights_path(encoder_weights: str | Path) -> Path:
         The path as a :class:`~pathlib.Path`.
 
     Raises:
-        ValueError: if it is not an existing file, e.g. a pretrained-weights name such as
-            ``"imagenet"`` that would need a download.
+        ValueError: if it is not an existing file.
     """
     path = Path(encoder_weights).expanduser()
     if not path.is_file():
         raise ValueError(
-            f"encoder_weights={str(encoder_weights)!r} is not a local file; rareseg never downloads "
-            "pretrained weights: pass a path to a saved state dict, or None for random initialisation"
+            f"encoder_weights={str(encoder_weights)!r}: no such file; pass a path to a saved state dict, "
+            "a pretrained-weights name such as 'imagenet', or None for random initialisation"
         )
     return path
 

@@ -14,6 +14,7 @@ from torch import nn
 from rareseg.models.gated_fusion import GatedFusion
 from rareseg.models.local_weights import WeightsReport, load_local_weights, resolve_weights_path
 from rareseg.models.mlp_decoder import AllMLPDecoder
+from rareseg.models.pretrained import initial_weights_skipped, is_pretrained_name, pretrained_encoder
 from rareseg.models.saliency_block import SaliencyBlock
 
 INPUT_MULTIPLE = 32
@@ -62,9 +63,12 @@ class SpatialAwareSegFormer(nn.Module):
         decoder_channels: embedding width ``C`` of the decoder.
         saliency: whether to build the saliency block.
         dropout: channel dropout probability before the classifier, in [0, 1).
-        encoder_weights: ``None`` (random initialisation) or a local file holding the state dict of
-            the encoder or of the whole network; names such as ``"imagenet"`` are refused because
-            they would download. The load report is kept in ``weights_report``.
+        encoder_weights: ``None`` (random initialisation), a local file holding the state dict of
+            the encoder or of the whole network (its load report is kept in ``weights_report``), or
+            a pretrained-weights name smp knows for the encoder, such as ``"imagenet"``, which smp
+            downloads once and caches (:mod:`rareseg.models.pretrained`; offline, the one-line error
+            says how to save the file elsewhere). Ignored inside
+            :func:`~rareseg.models.pretrained.skip_initial_weights` (a checkpoint is loaded next).
     """
 
     def __init__(
@@ -85,10 +89,15 @@ class SpatialAwareSegFormer(nn.Module):
         self.rare_classes = _validated_rare_classes(rare_classes, num_classes)
         self.in_channels = in_channels
         self.encoder_name = encoder_name
-        weights_path = None if encoder_weights is None else resolve_weights_path(encoder_weights)
+        if initial_weights_skipped():
+            encoder_weights = None
+        download = encoder_weights is not None and is_pretrained_name(encoder_name, encoder_weights)
+        weights_path = None if encoder_weights is None or download else resolve_weights_path(encoder_weights)
 
-        self.encoder = smp.encoders.get_encoder(
-            encoder_name, in_channels=in_channels, depth=encoder_depth, weights=None
+        self.encoder = (
+            pretrained_encoder(encoder_name, encoder_weights, in_channels=in_channels, depth=encoder_depth)
+            if download
+            else smp.encoders.get_encoder(encoder_name, in_channels=in_channels, depth=encoder_depth, weights=None)
         )
         self.decoder = AllMLPDecoder(self.encoder.out_channels[2:], decoder_channels)
         self.saliency_block = (

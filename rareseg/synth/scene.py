@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from rareseg.core.conventions import IGNORE_INDEX
+from rareseg.core.files import staging_dir
 from rareseg.synth.confusers import CONFUSERS
 from rareseg.synth.landcover import (
     ASPHALT,
@@ -295,7 +295,7 @@ def generate_dataset(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: already exists and is not empty (use --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging = staging_dir(out.parent, f"synth-{out.name}")
     staging.chmod(0o755)
     try:
         (staging / "images").mkdir()

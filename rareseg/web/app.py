@@ -8,27 +8,36 @@ API (every error is JSON ``{"error": reason, "status": code}``):
   ``topk``, see :func:`~rareseg.web.options.parse_options`): 202 ``{"id": ..., "status": "queued"}``.
 - ``GET /api/jobs/<id>``: status, progress 0..1, error, downloadable files, options.
 - ``GET /api/jobs/<id>/files/<name>``: one of the job's files (:data:`~rareseg.web.jobs.FILES`).
-- ``POST /api/jobs/<id>/render``: re-render a finished job with new options (form fields as
-  above; missing ones keep their current value) from its stored probabilities.
+- ``POST /api/jobs/<id>/render``: re-render a finished job with new options from its stored
+  probabilities: the fields above as form data or as a JSON object (``{"threshold": 0.4}``,
+  see :func:`~rareseg.web.options.fields_from_json`); missing ones keep their current value.
+
+When the app has an access token (:attr:`~rareseg.web.config.WebConfig.token`), every route,
+the page and static files included, answers 401 without it (:mod:`rareseg.web.access`).
+
+A malformed body (bad JSON, an unknown or repeated field, a value of the wrong type or out of
+range) gets 400 with one line naming the field.
 - ``POST /api/jobs/<id>/cancel``: 202, stop a queued or running job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 import numpy as np
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request, send_file, url_for
-from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
-from rareseg.inference import Predictor, load_predictor
+from rareseg.inference import Predictor, load_predictor, parse_input_scale
+from rareseg.web.access import require_token
 from rareseg.web.config import WebConfig
 from rareseg.web.jobs import Job, JobManager, JobStateError
-from rareseg.web.options import parse_options
+from rareseg.web.options import check_field_names, fields_from_json, parse_options
 
 #: Key of the :class:`JobManager` in ``app.extensions``.
 EXTENSION = "rareseg.jobs"
@@ -36,6 +45,8 @@ EXTENSION = "rareseg.jobs"
 COLORBAR_STOPS = 11
 #: Name shown for an upload whose name has nothing usable left after sanitising.
 FALLBACK_NAME = "upload.tif"
+#: Content types of form data (``request.form``).
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 #: Headers of every response: nothing may load from outside the server, no sniffing, no framing.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -79,6 +90,32 @@ def display_name(filename: str | None) -> str:
     return secure_filename(filename or "")[:100] or FALLBACK_NAME
 
 
+def _option_fields(extra: Sequence[str] = ()) -> dict[str, str]:
+    """The option fields of the request body: form data or a JSON object; 400 with one line otherwise.
+
+    ``extra`` names form fields accepted besides the rendering options (the upload's ``input_scale``).
+    """
+    try:
+        if request.is_json:
+            try:
+                body = json.loads(request.get_data(cache=False))
+            except ValueError as err:
+                raise ValueError(f"request body: malformed JSON ({str(err).splitlines()[0]})") from None
+            return fields_from_json(body)
+        if request.mimetype in FORM_TYPES:
+            check_field_names([name for name in request.form if name not in extra])
+            for name in request.form:
+                if len(request.form.getlist(name)) > 1:
+                    raise ValueError(f"{name}: given {len(request.form.getlist(name))} times, give it once")
+            return request.form.to_dict()
+        if request.get_data(cache=False):
+            kind = request.mimetype or "data without a Content-Type"
+            raise ValueError(f"request body: send the fields as JSON (application/json) or form data, not {kind}")
+        return {}
+    except ValueError as err:
+        abort(400, description=str(err))
+
+
 @page.get("/")
 def index() -> str:
     """The single page."""
@@ -118,9 +155,11 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     upload = request.files.get("image")
     if upload is None or not upload.filename:
         abort(400, description="no file in the form field 'image'")
+    fields = _option_fields(extra=("input_scale",))
     try:
-        options = parse_options(request.form, manager.predictor, manager.config.topk)
-        job = manager.submit(upload.save, display_name(upload.filename), options)
+        input_scale = parse_input_scale(fields.pop("input_scale", "") or "1")
+        options = parse_options(fields, manager.predictor, manager.config.topk)
+        job = manager.submit(upload.save, display_name(upload.filename), options, input_scale)
     except ValueError as err:
         abort(400, description=str(err))
     return jsonify(id=job.id, status=job.status), 202, {"Location": url_for(".job_status", job_id=job.id)}
@@ -151,8 +190,9 @@ def render_job(job_id: str) -> Response:
     """Re-render a finished job's outputs with new options, without running the network."""
     manager = _manager()
     job = _job(job_id)
+    fields = _option_fields()
     try:
-        options = parse_options(request.form, manager.predictor, manager.config.topk, current=job.options)
+        options = parse_options(fields, manager.predictor, manager.config.topk, current=job.options)
     except ValueError as err:
         abort(400, description=str(err))
     manager.render(job, options)
@@ -194,6 +234,8 @@ def create_app(config: WebConfig | Mapping[str, Any] | None = None, predictor: P
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.extensions[EXTENSION] = JobManager(predictor, settings, app.logger)
+    if settings.token is not None:
+        require_token(app, settings.token)
     app.register_blueprint(page)
     app.register_blueprint(api)
 
@@ -211,7 +253,17 @@ def create_app(config: WebConfig | Mapping[str, Any] | None = None, predictor: P
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> tuple[Response, int]:
-        return _error(err.code or 500, err.description or err.name)
+        reason = err.description or err.name
+        if isinstance(err, NotFound) and reason == NotFound.description:
+            reason = f"no such page or API route: {request.path}"
+        elif isinstance(err, MethodNotAllowed):
+            reason = (
+                f"{request.method} is not allowed on {request.path} (allowed: {', '.join(err.valid_methods or [])})"
+            )
+        response, status = _error(err.code or 500, reason)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="rareseg"'
+        return response, status
 
     @app.after_request
     def security_headers(response: Response) -> Response:

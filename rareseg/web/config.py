@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ from rareseg.inference import check_options
 
 #: Bytes per megabyte of the upload limit.
 MEGABYTE = 2**20
+#: Shortest access token accepted (``secrets.token_urlsafe()`` gives 43 characters).
+MIN_TOKEN_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class WebConfig:
         topk: default top-k saliency percentage shown on the page.
         preview_side: longer side of the PNG previews in pixels.
         keep_jobs: finished jobs kept on disk; the oldest are deleted beyond this.
+        max_job_age_hours: a job is deleted this long after it finished (and job folders left in
+            ``jobs_dir`` by an earlier server once they are this old).
+        token: access token every request must carry (``Authorization: Bearer``, ``?token=``, or the
+            cookie the page gets from ``/?token=``); None lets anyone who can connect in.
     """
 
     checkpoint: str | Path | None = None
@@ -46,6 +52,8 @@ class WebConfig:
     topk: float = 10.0
     preview_side: int = 1024
     keep_jobs: int = 100
+    max_job_age_hours: float = 24.0
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         """Reject settings that cannot work, with a one-line ValueError."""
@@ -55,12 +63,21 @@ class WebConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.keep_jobs < 1:
             raise ValueError(f"keep_jobs must be >= 1, got {self.keep_jobs}")
+        if not self.max_job_age_hours > 0:
+            raise ValueError(f"max_job_age_hours must be > 0, got {self.max_job_age_hours}")
+        if self.token is not None and (
+            len(self.token) < MIN_TOKEN_LENGTH or not self.token.isprintable() or any(c.isspace() for c in self.token)
+        ):
+            raise ValueError(
+                f"the access token must be at least {MIN_TOKEN_LENGTH} printable characters without spaces "
+                '(make one with: python -c "import secrets; print(secrets.token_urlsafe())")'
+            )
         check_options(self.tile, self.overlap, self.batch_size, self.topk, None, self.preview_side)
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> WebConfig:
         """Build from a dict of attribute names; unknown keys raise a ValueError naming them."""
-        known = {field.name for field in fields(cls)}
+        known = {item.name for item in fields(cls)}
         unknown = sorted(set(settings) - known)
         if unknown:
             raise ValueError(f"unknown web settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -70,3 +87,8 @@ class WebConfig:
     def max_upload_bytes(self) -> int:
         """The upload limit in bytes, ``max_upload_mb * 2**20``."""
         return int(self.max_upload_mb * MEGABYTE)
+
+    @property
+    def max_job_age_seconds(self) -> float:
+        """:attr:`max_job_age_hours` in seconds."""
+        return self.max_job_age_hours * 3600.0

@@ -1,4 +1,4 @@
-"""Rendering options of a job (rare classes, thresholds, top-k) parsed from form fields."""
+"""Rendering options of a job (rare classes, thresholds, top-k) parsed from form fields or a JSON object."""
 
 from __future__ import annotations
 
@@ -8,6 +8,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from rareseg.inference import Predictor
+from rareseg.inference.selection import split_class_list
+
+#: Fields of the rendering options: form fields, or keys of a JSON object.
+FIELDS = ("rare_classes", "threshold", "topk")
+#: What each field may be in a JSON object, for messages.
+JSON_KINDS = {
+    "rare_classes": "a string or an array of class names",
+    "threshold": "a number, a string or an object of {class name: number}",
+    "topk": "a number or a string",
+}
+#: Names of JSON value types, for messages.
+JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 
 #: Threshold sources, in the order they are joined in ``threshold_source`` (``"override+checkpoint"``).
 SOURCES = ("override", "checkpoint", "default")
@@ -58,6 +70,51 @@ def _number(text: str, name: str, low: float, high: float, low_inclusive: bool) 
     return value
 
 
+def _json_type(value: Any) -> str:
+    return JSON_TYPES.get(type(value), "a number")
+
+
+def _json_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_field_names(names: Sequence[str]) -> None:
+    """Reject any name that is not one of :data:`FIELDS` (a one-line ValueError naming it)."""
+    for name in names:
+        if name not in FIELDS:
+            raise ValueError(f"unknown field {name!r} (known fields: {', '.join(FIELDS)})")
+
+
+def fields_from_json(body: Any) -> dict[str, str]:
+    """The option fields of a decoded JSON request body, as the strings a form would carry.
+
+    ``{"rare_classes": ["water"], "threshold": 0.4, "topk": 5}`` is the form
+    ``rare_classes=water&threshold=0.4&topk=5``; ``{"threshold": {"water": 0.4}}`` is ``threshold=water:0.4``;
+    strings are taken as in a form. The values are then checked by :func:`parse_options`.
+
+    Raises:
+        ValueError: one line naming the field: not an object, unknown field, or a value of the wrong type.
+    """
+    if not isinstance(body, dict):
+        raise ValueError(
+            f"request body: expected a JSON object with the fields {', '.join(FIELDS)}, got {_json_type(body)}"
+        )
+    check_field_names(list(body))
+    fields: dict[str, str] = {}
+    for name, value in body.items():
+        if isinstance(value, str):
+            fields[name] = value
+        elif _json_number(value):
+            fields[name] = str(value)
+        elif name == "rare_classes" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            fields[name] = ",".join(value)
+        elif name == "threshold" and isinstance(value, dict) and all(_json_number(v) for v in value.values()):
+            fields[name] = ",".join(f"{key}:{number}" for key, number in value.items())
+        else:
+            raise ValueError(f"{name} must be {JSON_KINDS[name]}, got {_json_type(value)}")
+    return fields
+
+
 def _given(fields: Mapping[str, str], name: str) -> str | None:
     value = fields.get(name)
     return None if value is None or not value.strip() else value.strip()
@@ -67,10 +124,7 @@ def _selection(fields: Mapping[str, str], predictor: Predictor, current: RenderO
     text = fields.get("rare_classes")
     if text is None:
         return current.rare_classes if current is not None else predictor.select_rare_classes(None)
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise ValueError("select at least one rare class")
-    chosen = set(predictor.select_rare_classes(names))
+    chosen = set(predictor.select_rare_classes(split_class_list(text, "rare_classes")))
     return tuple(c for c in predictor.rare_classes if c in chosen)
 
 
@@ -96,9 +150,9 @@ def _user_thresholds(text: str, predictor: Predictor, selected: Sequence[int]) -
 def parse_options(
     fields: Mapping[str, str], predictor: Predictor, default_topk: float, current: RenderOptions | None = None
 ) -> RenderOptions:
-    """Rendering options from form fields; a missing field keeps ``current`` (or the default).
+    """Rendering options from form fields (:data:`FIELDS`); a missing field keeps ``current`` (or the default).
 
-    Fields (all optional strings):
+    Fields (all optional strings; :func:`fields_from_json` makes them from a JSON object):
 
     - ``rare_classes``: comma-separated names (or ids) of the checkpoint's rare classes.
       Default: the current selection, else all of them.

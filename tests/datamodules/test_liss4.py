@@ -92,3 +92,60 @@ def test_missing_root_is_generated(tmp_path) -> None:
     dm = LissIVDataModule(str(root), synth_scenes=3, synth_size=128, patch_size=32)
     assert len(list((root / "images").glob("*.tif"))) == 3
     assert dm.split_scenes["test"] == ["scene_02"]
+
+
+def _spoil_training_images(root, dm) -> dict[str, np.ndarray]:
+    """Rewrite the training images as float32 with NaN, +Inf and -Inf in one band of some pixels; returns them."""
+    spoiled = {}
+    for scene in dm.scenes_of("train"):
+        with rasterio.open(scene.image) as src:
+            image, profile = src.read().astype(np.float32), src.profile
+        image[0, 10:60, 20:200] = np.nan
+        image[1, 100:103, :] = np.inf
+        image[2, 150:250, 30:40] = -np.inf
+        profile.update(dtype="float32")
+        with rasterio.open(scene.image, "w", **profile) as dst:
+            dst.write(image)
+        spoiled[scene.stem] = image
+    return spoiled
+
+
+def test_non_finite_pixels_are_left_out_of_the_statistics(synth_copy) -> None:
+    clean = LissIVDataModule(str(synth_copy), patch_size=64)
+    scenes = clean.scenes_of("train")
+    spoiled = _spoil_training_images(synth_copy, clean)
+    dm = LissIVDataModule(str(synth_copy), patch_size=64)
+    pixels, labels = [], []
+    for scene in scenes:
+        image = spoiled[scene.stem].astype(np.float64)
+        with rasterio.open(scene.mask) as msk:
+            mask = msk.read(1)
+        valid = (mask != 255) & ~np.all(image == 0, axis=0) & np.isfinite(image).all(axis=0)
+        pixels.append(image[:, valid])
+        labels.append(mask[valid])
+    pixels, labels = np.concatenate(pixels, axis=1), np.concatenate(labels)
+    np.testing.assert_allclose(dm.band_mean, pixels.mean(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(dm.band_std, pixels.std(axis=1), rtol=1e-7)
+    np.testing.assert_allclose(dm.class_frequencies, np.bincount(labels, minlength=6) / labels.size, rtol=1e-12)
+    text = (synth_copy / "stats.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert all(np.isfinite(json.loads(text)["band_std"]))
+
+
+def test_training_crops_mark_non_finite_pixels_as_ignore(synth_copy) -> None:
+    from rareseg.datamodules.liss4 import MarkNodata
+
+    image = torch.tensor([[[1.0, np.nan, 3.0, 0.0]], [[1.0, 2.0, np.inf, 0.0]], [[-np.inf, 2.0, 3.0, 0.0]]])
+    sample = MarkNodata(0.0)({"image": image, "mask": torch.tensor([[1, 2, 3, 4]])})
+    assert sample["mask"].tolist() == [[255, 255, 255, 255]]
+    assert torch.isfinite(sample["image"]).all()
+    kept = MarkNodata(float("nan"))({"image": torch.tensor([[[np.nan, 5.0]]]), "mask": torch.tensor([[1, 2]])})
+    assert kept["mask"].tolist() == [[255, 2]] and kept["image"].tolist() == [[[0.0, 5.0]]]
+
+    _spoil_training_images(synth_copy, LissIVDataModule(str(synth_copy), patch_size=64))
+    dm = LissIVDataModule(str(synth_copy), batch_size=4, patch_size=64, length=16, augment=False, sampler="random")
+    dm.setup("fit")
+    for raw in dm.train_dataloader():
+        assert torch.isfinite(raw["image"]).all()
+        batch = dm.aug({"image": raw["image"].clone(), "mask": raw["mask"].clone()})
+        assert torch.isfinite(batch["image"]).all()

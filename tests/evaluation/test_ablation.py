@@ -247,6 +247,7 @@ def test_each_row_config_changes_what_its_row_says() -> None:
     assert model[19]["radius_mode"] == "more_rare" and model[20]["sam_on"] == "rare"
     assert model[21]["rho_warmup_steps"] == 240 and model[22]["rho0"] == 0.4
     assert [data[n]["rare_fraction"] for n in (27, 28, 29)] == [0.5] * 3 and "rare_fraction" not in data[13]
+    assert {n for n in ROWS if "normalisation" in data[n]} == {26} and data[26]["normalisation"] == "scene"
     assert model[2]["loss"]["init_args"]["power"] == 0.5  # inverse square root
     peers = [n for n in ROWS if ROWS[n].peer]
     assert all(model[n]["net"]["init_args"]["saliency"] is False and model[n]["aux_weight"] == 0 for n in peers)

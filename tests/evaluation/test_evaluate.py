@@ -106,6 +106,36 @@ def test_split_scores_match_a_numpy_confusion_matrix_of_the_whole_scene(synth_ro
     assert sum(scores["rare_probabilities"]["water"]["count"]) == expected.sum()
 
 
+def test_nan_and_infinite_pixels_are_not_scored(synth_copy: Path) -> None:
+    data = _data(synth_copy)
+    [stem] = data.split_scenes["test"]
+    path = synth_copy / "images" / f"{stem}.tif"
+    with rasterio.open(path) as src:
+        image, profile = src.read().astype(np.float32), src.profile
+    image[0, 20:60, 30:90] = np.nan
+    image[1, 120, :] = np.inf
+    image[2, 200:, 100:110] = -np.inf
+    profile.update(dtype="float32")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(image)
+    bad = ~np.isfinite(image).all(axis=0)
+    module = _pixel_module(data)
+    result = evaluate_module(module, synth_copy, "test", tile=128, overlap=32, batch_size=3, progress=False)
+    with rasterio.open(synth_copy / "masks" / f"{stem}.tif") as source:
+        mask = source.read(1).astype(np.int64)
+    clean = np.where(bad, 0, image)
+    mean, std = np.array(data.band_mean, np.float32), np.array(data.band_std, np.float32)
+    normalised = torch.from_numpy((clean - mean[:, None, None]) / std[:, None, None])[None]
+    with torch.no_grad():
+        preds = torch.softmax(module.net(normalised), dim=1)[0].numpy().argmax(axis=0)
+    valid = (mask != 255) & ~(image == 0).all(axis=0) & ~bad
+    count = data.num_classes
+    expected = np.bincount(count * mask[valid] + preds[valid], minlength=count * count).reshape(count, count)
+    assert expected.sum() <= ((mask != 255) & ~(image == 0).all(axis=0)).sum() - 3000  # 40x60 + 256 + 56x10 bad
+    np.testing.assert_array_equal(result.matrices["argmax"], expected)
+    assert all(np.isfinite(v) for v in result.to_dict()["summary"].values() if isinstance(v, float))
+
+
 def test_an_extra_rule_is_scored_on_the_same_blended_probabilities(synth_root: Path) -> None:
     data = _data(synth_root)
     module = _pixel_module(data)

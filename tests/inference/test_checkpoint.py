@@ -71,3 +71,23 @@ def test_hyperparameters_that_do_not_build_the_task_are_one_line_errors(tmp_path
     message = r"bad.ckpt: the checkpoint does not rebuild a RareSegModule \(ValueError: aux_weight must be >= 0"
     with pytest.raises(DataError, match=message):
         load_module(bad)
+
+
+def test_networks_rebuilt_from_a_checkpoint_skip_their_initial_weights(
+    checkpoint_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint trained from ``encoder_weights: imagenet`` (or a file) loads offline: its weights replace them."""
+    from rareseg.lightning_modules import rareseg_module
+    from rareseg.models import SpatialAwareSegFormer
+    from rareseg.models.pretrained import initial_weights_skipped
+
+    skipped: list[bool] = []
+
+    def recording(*args, **kwargs):
+        skipped.append(initial_weights_skipped())
+        return SpatialAwareSegFormer(*args, **kwargs)
+
+    monkeypatch.setattr(rareseg_module, "SpatialAwareSegFormer", recording)
+    load_predictor(checkpoint_path, device="cpu")
+    assert skipped == [True]
+    assert not initial_weights_skipped()

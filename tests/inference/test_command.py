@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from rareseg.cli import main
+from tests.inference.cog import cog_layout_problems
+from tests.inference.gdal_c import band_categories
 from tests.inference.helpers import write_geotiff
 
 
@@ -37,7 +40,7 @@ def test_infer_writes_every_output_with_calibrated_thresholds(
     checkpoint_path: Path, scene_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _infer(checkpoint_path, scene_path, tmp_path / "out")
-    assert f"wrote 6 files to {tmp_path / 'out'} (9 tiles" in capsys.readouterr().out
+    assert f"wrote 8 files to {tmp_path / 'out'} (9 tiles" in capsys.readouterr().out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     # the checkpoint holds rareseg_thresholds = {5: 0.3}; water falls back to 0.5
     assert [(r["name"], r["threshold"]) for r in summary["rare_classes"]] == [("water", 0.5), ("wetland", 0.3)]
@@ -45,6 +48,11 @@ def test_infer_writes_every_output_with_calibrated_thresholds(
     assert summary["checkpoint"] == str(checkpoint_path)
     with rasterio.open(tmp_path / "out" / "mask.tif") as mask, rasterio.open(scene_path) as src:
         assert (mask.crs, mask.transform, mask.shape) == (src.crs, src.transform, src.shape)
+    # QGIS's legend names, read back through GDAL, are the checkpoint's classes
+    class_names = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["hyper_parameters"]["class_names"]
+    assert band_categories(tmp_path / "out" / "mask.tif").category_names == list(class_names)
+    for name in ("mask.tif", "rare_prob.tif", "saliency_topk.tif"):
+        assert cog_layout_problems(tmp_path / "out" / name) == []
 
 
 def test_infer_rare_class_selection_and_threshold_override(

@@ -116,9 +116,12 @@ def test_topk_level_matches_a_sort_of_distinct_values() -> None:
         topk_level(histogram, 0)
 
 
-def test_nodata_pixels_need_every_band() -> None:
+def test_nodata_pixels_need_every_band_or_one_non_finite_band() -> None:
     image = np.array([[[0, 0, 5]], [[0, 3, 0]], [[0, 0, 0]]], dtype=np.uint16)
     np.testing.assert_array_equal(nodata_pixels(image, 0), [[True, False, False]])
     np.testing.assert_array_equal(nodata_pixels(image, None), [[False, False, False]])
     floats = np.array([[[np.nan, np.nan]], [[np.nan, 1.0]]])
-    np.testing.assert_array_equal(nodata_pixels(floats, float("nan")), [[True, False]])
+    np.testing.assert_array_equal(nodata_pixels(floats, float("nan")), [[True, True]])  # NaN in one band: nodata
+    infinite = np.array([[[1.0, np.inf, 2.0]], [[-np.inf, 1.0, 3.0]]], dtype=np.float32)
+    np.testing.assert_array_equal(nodata_pixels(infinite, None), [[True, True, False]])
+    np.testing.assert_array_equal(nodata_pixels(infinite, 2.0), [[True, True, False]])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from rareseg.inference import (
 )
 from rareseg.inference import scene as scene_module
 from rareseg.inference.scene import PREDICTION_SHARE, TOPK_DONE
+from tests.inference.cog import cog_layout_problems
+from tests.inference.gdal_c import band_categories
 from tests.inference.helpers import (
     BAND_MEAN,
     BAND_STD,
@@ -76,6 +79,13 @@ def test_outputs_share_the_input_grid_and_carry_their_metadata(scene_path: Path,
             assert (dst.count, dst.dtypes[0], dst.nodata) == (count, "uint8", 255)
             assert dst.block_shapes == [(256, 256)] * count and dst.compression.value == "DEFLATE"
             assert dst.overviews(1) == [2]
+        assert cog_layout_problems(out / name) == []
+    # QGIS's legend: GDAL's category names, and the default style with exactly the K classes
+    assert band_categories(out / "mask.tif").category_names == CLASS_NAMES
+    palette = ET.parse(out / "mask.qml").getroot().iter("paletteEntry")
+    assert [(entry.get("value"), entry.get("label")) for entry in palette] == [
+        (str(i), name) for i, name in enumerate(CLASS_NAMES)
+    ]
     with rasterio.open(out / "mask.tif") as mask:
         assert mask.colormap(1)[4] == (30, 90, 230, 255)
         assert mask.colormap(1)[255][3] == 0
@@ -85,7 +95,10 @@ def test_outputs_share_the_input_grid_and_carry_their_metadata(scene_path: Path,
         assert set(np.unique(mask.read(1))) <= set(range(6)) | {255}
     with rasterio.open(out / "rare_prob.tif") as probs:
         assert probs.descriptions == ("water", "wetland")
-        assert probs.scales == (0.01, 0.01)
+        assert probs.scales == (0.01, 0.01) and probs.offsets == (0.0, 0.0)
+        # one convention: stored round(100 P), scaled value = probability; no unit type, no "percent"
+        assert probs.units == (None, None) and "units" not in probs.tags()
+        assert probs.tags()["encoding"].startswith("probability = value * 0.01")
         assert set(np.unique(probs.read())) <= set(range(101)) | {255}
     assert set(np.unique(_read(out / "saliency_topk.tif"))) == {0, 1, 255}
     preview = matplotlib.image.imread(out / "preview_mask.png")
@@ -170,6 +183,46 @@ def test_nodata_stays_nodata_in_every_output(full_scene_path: Path, tmp_path: Pa
     assert probs[:, ~nodata].max() <= 100
     np.testing.assert_array_equal(_read(tmp_path / "out" / "saliency_topk.tif")[0] == 255, nodata)
     assert result.summary["nodata_pixels"] == int(nodata.sum())
+
+
+@pytest.mark.parametrize("nodata", [None, 0.0, float("nan")])
+def test_nan_and_infinite_pixels_are_nodata_and_do_not_spread(
+    full_scene_path: Path, tmp_path: Path, nodata: float | None
+) -> None:
+    clean = _read(full_scene_path).astype(np.float32)
+    image = clean.copy()
+    image[0, 40:60, 50:90] = np.nan  # one band is enough
+    image[1, 150:151, :] = np.inf
+    image[2, 200:230, 10:20] = -np.inf
+    bad = ~np.isfinite(image).all(axis=0)
+    scene = write_geotiff(tmp_path / "scene.tif", image, nodata=nodata)
+    reference = write_geotiff(tmp_path / "clean.tif", clean, nodata=nodata)
+    result = _predict(LocalNet(), scene, tmp_path / "out", tile=64, overlap=16)
+    _predict(LocalNet(), reference, tmp_path / "ref", tile=64, overlap=16)
+    mask, expected = _read(tmp_path / "out" / "mask.tif")[0], _read(tmp_path / "ref" / "mask.tif")[0]
+    np.testing.assert_array_equal(mask == 255, bad)
+    probs = _read(tmp_path / "out" / "rare_prob.tif")
+    np.testing.assert_array_equal(probs == 255, np.broadcast_to(bad, probs.shape))
+    assert probs[:, ~bad].max() <= 100
+    np.testing.assert_array_equal(_read(tmp_path / "out" / "saliency_topk.tif")[0] == 255, bad)
+    # LocalNet sees 5x5 pixels: two pixels away from a bad pixel the prediction is that of the clean scene
+    near = np.zeros_like(bad)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            near |= np.roll(bad, (dy, dx), axis=(0, 1))
+    np.testing.assert_array_equal(mask[~near], expected[~near])
+    assert result.summary["nodata_pixels"] == int(bad.sum())
+    assert 0.10 <= result.summary["topk"]["pixels"] / int((~bad).sum()) < 0.102
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_scene_without_a_finite_pixel_is_a_one_line_error(tmp_path: Path, value: float) -> None:
+    image = np.full((3, 40, 50), value, dtype=np.float32)
+    image[:, :5, :] = -9999  # the declared nodata
+    scene = write_geotiff(tmp_path / "scene.tif", image, nodata=-9999)
+    with pytest.raises(DataError, match=r"scene\.tif: no valid pixel: every pixel is nodata, NaN or infinite$"):
+        _predict(LocalNet(), scene, tmp_path / "out", tile=32, overlap=8)
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_tiles_entirely_nodata_are_not_predicted(full_scene_path: Path, tmp_path: Path) -> None:

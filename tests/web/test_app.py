@@ -18,7 +18,16 @@ from rareseg.datamodules import DataError
 from rareseg.inference import Predictor
 from rareseg.synth.scene import CLASSES
 from rareseg.web import FILES, WebConfig, create_app, display_name, job_manager
-from tests.web.helpers import GatedNet, make_app, predictor_of, truncated_copy, upload, wait_for, write_tiff
+from tests.web.helpers import (
+    TILING,
+    GatedNet,
+    make_app,
+    predictor_of,
+    truncated_copy,
+    upload,
+    wait_for,
+    write_tiff,
+)
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
@@ -131,14 +140,91 @@ def test_render_changes_the_outputs_without_a_new_job(client: FlaskClient, done_
     [
         ({"threshold": "2"}, r"threshold must be a number in [0, 1], got '2'"),
         ({"rare_classes": "forest"}, "unknown rare class 'forest' (the checkpoint's rare classes: water, wetland)"),
-        ({"rare_classes": ""}, "select at least one rare class"),
+        ({"rare_classes": ""}, "rare_classes: give at least one rare class name, got ''"),
         ({"topk": "0"}, "topk must be a number in (0, 100], got '0'"),
+        ({"thresh": "0.2"}, "unknown field 'thresh' (known fields: rare_classes, threshold, topk)"),
+        ({"threshold": ["0.2", "0.3"]}, "threshold: given 2 times, give it once"),
     ],
 )
 def test_render_rejects_bad_options(client: FlaskClient, done_job: str, fields: dict[str, str], message: str) -> None:
     response = client.post(f"/api/jobs/{done_job}/render", data=fields)
     assert response.status_code == 400 and response.get_json() == {"error": message, "status": 400}
     assert client.get(f"/api/jobs/{done_job}").get_json()["version"] == 1
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_render_takes_the_same_fields_as_json_or_form_data(
+    client: FlaskClient, done_job: str, content_type: str
+) -> None:
+    fields = {"rare_classes": "wetland", "threshold": "0.01", "topk": "20"}
+    if content_type == "application/json":
+        response = client.post(
+            f"/api/jobs/{done_job}/render", json={"rare_classes": ["wetland"], "threshold": 0.01, "topk": 20}
+        )
+    else:
+        response = client.post(f"/api/jobs/{done_job}/render", data=fields, content_type=content_type)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["options"] == {
+        "rare_classes": ["wetland"],
+        "thresholds": {"wetland": 0.01},
+        "threshold_source": "override",
+        "topk": 20.0,
+    }
+    summary = client.get(f"/api/jobs/{done_job}/files/summary.json").get_json()
+    assert [(c["name"], c["threshold"]) for c in summary["rare_classes"]] == [("wetland", 0.01)]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        ('{"threshold": 0.01', "application/json", "request body: malformed JSON (Expecting ',' delimiter: line 1"),
+        ("", "application/json", "request body: malformed JSON (Expecting value: line 1 column 1 (char 0))"),
+        ("[0.2]", "application/json", "request body: expected a JSON object with the fields rare_classes, threshold"),
+        ('{"threshold": true}', "application/json", "threshold must be a number, a string or an object of"),
+        ('{"threshold": 2}', "application/json", "threshold must be a number in [0, 1], got '2'"),
+        ('{"threshold": NaN}', "application/json", "threshold must be a number in [0, 1], got 'nan'"),
+        ('{"threshold": {"wetland": "x"}}', "application/json", "threshold must be a number, a string or an object"),
+        ('{"rare_classes": []}', "application/json", "rare_classes: give at least one rare class name, got ''"),
+        ('{"rare_classes": [4]}', "application/json", "rare_classes must be a string or an array of class names"),
+        ('{"topk": null}', "application/json", "topk must be a number or a string, got null"),
+        (
+            '{"colour": "red"}',
+            "application/json",
+            "unknown field 'colour' (known fields: rare_classes, threshold, topk)",
+        ),
+        ("threshold=0.01", "text/plain", "request body: send the fields as JSON (application/json) or form data, not"),
+    ],
+    ids=[
+        "truncated-json",
+        "empty-json",
+        "array",
+        "boolean",
+        "out-of-range",
+        "nan",
+        "per-class-string",
+        "no-class",
+        "class-ids",
+        "null",
+        "unknown-field",
+        "text-plain",
+    ],
+)
+def test_render_rejects_a_malformed_body_with_one_line(
+    client: FlaskClient, done_job: str, body: str, content_type: str, message: str
+) -> None:
+    response = client.post(f"/api/jobs/{done_job}/render", data=body, content_type=content_type)
+    assert response.status_code == 400, response.get_json()
+    error = response.get_json()["error"]
+    assert error.startswith(message) and "\n" not in error
+    assert client.get(f"/api/jobs/{done_job}").get_json()["version"] == 1
+
+
+def test_render_without_a_body_keeps_the_options(client: FlaskClient, done_job: str) -> None:
+    response = client.post(f"/api/jobs/{done_job}/render")
+    assert response.status_code == 200 and response.get_json()["version"] == 2
+    assert response.get_json()["options"]["thresholds"] == {"water": 0.2, "wetland": 0.2}
 
 
 def text_file(tmp: Path, scene: Path) -> Path:
@@ -299,8 +385,8 @@ def test_create_app_loads_the_checkpoint_once(web_checkpoint: Path, tmp_path: Pa
         job_manager(app).shutdown()
 
 
-def test_default_jobs_folder_is_a_new_temporary_one(predictor: Predictor) -> None:
-    app = create_app(WebConfig(), predictor=predictor)
+def test_default_jobs_folder_is_a_new_temporary_one_removed_at_shutdown(predictor: Predictor, scene: Path) -> None:
+    app = create_app(WebConfig(device="cpu", **TILING), predictor=predictor)
     manager = job_manager(app)
     try:
         assert (
@@ -308,9 +394,18 @@ def test_default_jobs_folder_is_a_new_temporary_one(predictor: Predictor) -> Non
             and manager.jobs_dir.name.startswith("rareseg-web-")
             and not any(manager.jobs_dir.iterdir())
         )
+        client = app.test_client()
+        assert wait_for(client, upload(client, scene).get_json()["id"])["status"] == "done"
+        assert any(manager.jobs_dir.iterdir())
     finally:
         manager.shutdown()
-        manager.jobs_dir.rmdir()
+    assert not manager.jobs_dir.exists()
+
+
+def test_a_given_jobs_folder_is_kept_at_shutdown(predictor: Predictor, tmp_path: Path) -> None:
+    app = make_app(predictor, tmp_path / "jobs")
+    job_manager(app).shutdown()
+    assert (tmp_path / "jobs").is_dir()
 
 
 @pytest.mark.parametrize(
@@ -323,6 +418,9 @@ def test_default_jobs_folder_is_a_new_temporary_one(predictor: Predictor) -> Non
         ({"checkpoint": "x.ckpt", "keep_jobs": 0}, "keep_jobs must be >= 1, got 0"),
         ({"checkpoint": "x.ckpt", "tile": 8}, "tile must be >= 16 pixels, got 8"),
         ({"checkpoint": "x.ckpt", "topk": 0}, r"topk must be a percentage in \(0, 100\], got 0"),
+        ({"checkpoint": "x.ckpt", "max_job_age_hours": 0}, "max_job_age_hours must be > 0, got 0"),
+        ({"checkpoint": "x.ckpt", "token": "short"}, "the access token must be at least 16 printable characters"),
+        ({"checkpoint": "x.ckpt", "token": "a token with spaces"}, "at least 16 printable characters without spaces"),
         ({"checkpoint": "missing.ckpt"}, "missing.ckpt: checkpoint not found"),
     ],
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from flask import Flask
 from werkzeug.serving import make_server
 
 from rareseg.inference import Predictor
@@ -36,10 +37,12 @@ IMAGES_LOADED = (
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not on PATH (apt-get install chromium)")
 
 
-@pytest.fixture()
-def live_server(predictor: Predictor, tmp_path: Path) -> Iterator[str]:
-    """The app served by werkzeug on a free port of 127.0.0.1, in a thread."""
-    app = make_app(predictor, tmp_path / "jobs")
+#: Access token of :func:`guarded_server`.
+TOKEN = "browser-token-0123456789"
+
+
+def serve(app: Flask) -> Iterator[str]:
+    """Serve ``app`` with werkzeug on a free port of 127.0.0.1, in a thread, until the generator is closed."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -47,6 +50,18 @@ def live_server(predictor: Predictor, tmp_path: Path) -> Iterator[str]:
     server.shutdown()
     thread.join()
     job_manager(app).shutdown()
+
+
+@pytest.fixture()
+def live_server(predictor: Predictor, tmp_path: Path) -> Iterator[str]:
+    """The app on a free port of 127.0.0.1."""
+    yield from serve(make_app(predictor, tmp_path / "jobs"))
+
+
+@pytest.fixture()
+def guarded_server(predictor: Predictor, tmp_path: Path) -> Iterator[str]:
+    """The app with the access token :data:`TOKEN` on a free port of 127.0.0.1."""
+    yield from serve(make_app(predictor, tmp_path / "jobs", token=TOKEN))
 
 
 @pytest.fixture()
@@ -134,3 +149,23 @@ def test_upload_run_rerender_and_download_in_chromium(live_server: str, syntheti
     assert outside == []
     assert [error for error in errors if "400" not in error] == []  # the rejected upload logs its 400 response
     assert all((tmp_path / name).stat().st_size > 10_000 for name in ("results.png", "rerendered.png", "error.png"))
+
+
+def test_the_page_opens_with_the_token_once_and_then_works_from_its_cookie(guarded_server: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            assert page.goto(guarded_server + "/").status == 401
+            assert "access token missing or wrong" in page.inner_text("body")
+            response = page.goto(f"{guarded_server}/?token={TOKEN}")
+            assert response.status == 200 and page.url == guarded_server + "/"  # the token left the address bar
+            page.wait_for_selector("body[data-status=ready]")
+            assert page.locator(".rare-row").count() == 2
+            assert page.request.get(guarded_server + "/api/config").status == 200  # the cookie carries it
+            other = browser.new_page()  # a new context: no cookie
+            assert other.request.get(guarded_server + "/api/config").status == 401
+        finally:
+            browser.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -204,3 +205,35 @@ def test_only_keep_jobs_finished_jobs_stay_on_disk(predictor: Predictor, scene: 
     assert client.get(f"/api/jobs/{ids[0]}").status_code == 404
     assert [client.get(f"/api/jobs/{job_id}").get_json()["status"] for job_id in ids[1:]] == ["done", "done"]
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == sorted(ids[1:])
+
+
+def test_finished_jobs_are_deleted_once_older_than_max_job_age(
+    predictor: Predictor, scene: Path, tmp_path: Path
+) -> None:
+    app = make_app(predictor, tmp_path / "jobs", tile=256, max_job_age_hours=1.5 / 3600)
+    client = app.test_client()
+    try:
+        job_id = wait_for(client, upload(client, scene).get_json()["id"])["id"]
+        finished = time.monotonic()
+        assert (tmp_path / "jobs" / job_id / "mask.tif").is_file()
+        while client.get(f"/api/jobs/{job_id}").status_code == 200:
+            assert time.monotonic() - finished < 30, "the job outlived its age"
+            time.sleep(0.05)
+        assert time.monotonic() - finished >= 1.4  # not before its age (less the 0.05 s polling step)
+        assert list((tmp_path / "jobs").iterdir()) == []
+    finally:
+        job_manager(app).shutdown()
+
+
+def test_job_folders_left_by_an_earlier_server_go_once_past_their_age(predictor: Predictor, tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    old, fresh = jobs / ("A" * 22), jobs / ("B" * 22)
+    for folder in (old, fresh, jobs / "notes"):
+        folder.mkdir(parents=True)
+        (folder / "mask.tif").write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    for path in (old, jobs / "notes"):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    app = make_app(predictor, jobs, max_job_age_hours=1.0)
+    job_manager(app).shutdown()
+    assert sorted(p.name for p in jobs.iterdir()) == sorted([fresh.name, "notes"])

@@ -1,4 +1,4 @@
-"""Tests for rareseg.web.options: rendering options from form fields."""
+"""Tests for rareseg.web.options: rendering options from form fields or a JSON object."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from rareseg.inference import Predictor
 from rareseg.web import RenderOptions, parse_options
+from rareseg.web.options import fields_from_json
 
 WATER, WETLAND = 4, 5
 
@@ -51,7 +52,7 @@ def test_missing_fields_keep_the_current_options(predictor: Predictor) -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"rare_classes": " , "}, "select at least one rare class"),
+        ({"rare_classes": " , "}, "rare_classes: give at least one rare class name, got ' , '"),
         ({"rare_classes": "forest"}, "unknown rare class 'forest'"),
         ({"threshold": "1.5"}, r"threshold must be a number in \[0, 1\], got '1.5'"),
         ({"threshold": "high"}, r"threshold must be a number in \[0, 1\], got 'high'"),
@@ -71,3 +72,49 @@ def test_bad_fields_raise_one_line_errors(predictor: Predictor, fields: dict[str
     with pytest.raises(ValueError, match=message) as caught:
         parse_options(fields, predictor, default_topk=10)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({}, {}),
+        ({"threshold": 0.4, "topk": 5}, {"threshold": "0.4", "topk": "5"}),
+        ({"threshold": "water:0.4"}, {"threshold": "water:0.4"}),
+        ({"threshold": {"water": 0.4, "wetland": 1}}, {"threshold": "water:0.4,wetland:1"}),
+        ({"rare_classes": ["water", "wetland"]}, {"rare_classes": "water,wetland"}),
+        ({"rare_classes": "wetland"}, {"rare_classes": "wetland"}),
+    ],
+)
+def test_json_fields_are_the_strings_a_form_carries(body: dict[str, object], fields: dict[str, str]) -> None:
+    assert fields_from_json(body) == fields
+
+
+def test_json_and_form_fields_give_the_same_options(predictor: Predictor) -> None:
+    from_json = fields_from_json({"rare_classes": ["wetland"], "threshold": {"wetland": 0.25}, "topk": 7.5})
+    from_form = {"rare_classes": "wetland", "threshold": "wetland:0.25", "topk": "7.5"}
+    assert parse_options(from_json, predictor, 10) == parse_options(from_form, predictor, 10)
+    assert parse_options(from_json, predictor, 10) == RenderOptions((WETLAND,), (0.25,), ("override",), 7.5)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "request body: expected a JSON object with the fields rare_classes, threshold, topk, got an array"),
+        ("0.4", "request body: expected a JSON object with the fields rare_classes, threshold, topk, got a string"),
+        ({"thresholds": 0.4}, r"unknown field 'thresholds' \(known fields: rare_classes, threshold, topk\)"),
+        ({"threshold": False}, "threshold must be a number, a string or an object of {class name: number}, got a bool"),
+        ({"threshold": [0.4]}, "threshold must be a number, a string or an object of {class name: number}, got an arr"),
+        ({"threshold": {"water": None}}, "threshold must be a number, a string or an object .*, got an object"),
+        ({"rare_classes": {"water": 1}}, "rare_classes must be a string or an array of class names, got an object"),
+        ({"rare_classes": ["water", 5]}, "rare_classes must be a string or an array of class names, got an array"),
+        ({"topk": None}, "topk must be a number or a string, got null"),
+    ],
+)
+def test_bad_json_bodies_raise_one_line_errors_naming_the_field(body: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fields_from_json(body)
+
+
+def test_an_empty_class_list_is_an_error_in_json_as_in_a_form(predictor: Predictor) -> None:
+    with pytest.raises(ValueError, match="rare_classes: give at least one rare class name, got ''"):
+        parse_options(fields_from_json({"rare_classes": []}), predictor, 10)

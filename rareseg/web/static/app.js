@@ -134,6 +134,7 @@ async function run() {
     showMessage(err.message);
     return;
   }
+  form.append("input_scale", $("input-scale").value.trim() || "1");
   form.append("image", state.file);
   clearTimeout(state.pollTimer);
   state.job = null;
@@ -233,6 +234,9 @@ async function showResults(job) {
   $("img-topk").src = fileUrl(job, "preview_topk.png");
   const crs = job.input.crs || "no CRS: areas not reported";
   $("input-info").textContent = `${job.input.name} · ${job.input.width} × ${job.input.height} px · ${crs}`;
+  const radiometry = summary.radiometry && summary.radiometry.warning;
+  $("radiometry-warning").textContent = radiometry ? `Radiometry: ${radiometry}` : "";
+  $("radiometry-warning").hidden = !radiometry;
   fillLegend(summary);
   fillDownloads(job);
   $("results").hidden = false;
