@@ -27,7 +27,7 @@ test: lint chromium
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -ra
 
 demo: install
-	WANDB_MODE=offline $(BIN)/rareseg fit --config configs/wetlands.yaml --config configs/demo-cpu.yaml
+	WANDB_MODE=offline $(BIN)/rareseg fit --config configs/wetlands.yaml --config configs/demo-cpu.yaml --test_after_fit true
 
 bench: install
 	cd benchmarks && for script in datamodule.py "model.py --threads 1" optim.py inference.py; do \

@@ -1,9 +1,10 @@
 """Entry points: the ``rareseg`` command (LightningCLI subcommands plus tools) and the generic ``lightning`` command.
 
 ``rareseg fit|validate|test|predict`` run :func:`rareseg.training.run_cli`; ``synth``, ``infer``,
-``evaluate``, ``bench`` and ``serve`` import their module only when called. The generic
-``lightning`` command runs a plain LightningCLI for any model/datamodule config. Nothing in the
-package imports this module.
+``evaluate``, ``bench`` and ``serve`` import their module only when called. ``rareseg --help``
+lists them all and ``rareseg --version`` prints the installed version. Lightning 2.x installs no
+``lightning`` command of its own; rareseg's runs a plain LightningCLI (no rareseg code in it) for
+any model/datamodule config. Nothing in the package imports this module.
 """
 
 from __future__ import annotations
@@ -53,6 +54,39 @@ def _serve(argv: Sequence[str]) -> None:
 
 TOOLS = {"synth": _synth, "infer": _infer, "evaluate": _evaluate, "bench": _bench, "serve": _serve}
 
+#: Every subcommand with its one-line summary, in the order ``rareseg --help`` lists them.
+SUBCOMMANDS = {
+    "fit": "train from a LightningCLI config (rareseg fit --config configs/wetlands.yaml)",
+    "validate": "score a checkpoint on the validation split (--ckpt_path)",
+    "test": "score a checkpoint on the test split and print the per-class table (--ckpt_path)",
+    "predict": "write GeoTIFF predictions of the datamodule's scenes (--ckpt_path)",
+    "synth": "write the synthetic LISS-IV-like data set (images/, masks/, classes.yaml)",
+    "infer": "predict one GeoTIFF scene into mask.tif, rare_prob.tif, previews and summary.json",
+    "evaluate": "score a checkpoint on a split of a dataset root as infer predicts it",
+    "bench": "benchmarks that train models (the ablation)",
+    "serve": "serve the web page: upload a scene, see and download the predictions",
+}
+
+
+def _usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = [f"  {name:<{width}}  {summary}" for name, summary in SUBCOMMANDS.items()]
+    return (
+        "usage: rareseg [-h] [--version] SUBCOMMAND ...\n\n"
+        "Rare-class segmentation of LISS-IV scenes: train with Lightning, predict GeoTIFFs.\n\n"
+        "subcommands (rareseg SUBCOMMAND --help for its options):\n" + "\n".join(lines) + "\n\n"
+        "options:\n  -h, --help  show this help message and exit\n  --version   print the version and exit\n"
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rareseg")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``rareseg`` command; bad input exits with a one-line error.
@@ -60,14 +94,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     Ctrl+C (SIGINT) and SIGTERM unwind the command's clean-ups and exit 130/143 with one line
     (:mod:`rareseg.core.interrupt`).
     """
+    given = argv
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
+    if command in ("", "-h", "--help"):
+        print(_usage(), end="")
+        return
+    if command == "--version":
+        print(f"rareseg {_version()}")
+        return
+    if command not in SUBCOMMANDS:
+        sys.exit(f"rareseg: error: unknown subcommand {command!r} (choose from {', '.join(SUBCOMMANDS)})")
     try:
         with handle_interrupts():
             if command in TOOLS:
                 TOOLS[command](argv[1:])
             else:
-                _train(argv)
+                _train(None if given is None else argv)
     except (ValueError, FileExistsError) as err:
         cause = _data_error_in(err)
         if cause is None:
@@ -81,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(status)
 
 
-def _train(argv: Sequence[str]) -> None:
-    """``fit|validate|test|predict``; a first Ctrl+C during fit stops cleanly after the step and exits 130."""
+def _train(argv: Sequence[str] | None) -> None:
+    """``fit|validate|test|predict`` (``argv`` None: ``sys.argv``); a first Ctrl+C during fit stops cleanly after the
+    step and exits 130."""
     from rareseg.callbacks.stop_cleanly import StopCleanly
     from rareseg.training import run_cli
 
@@ -104,7 +148,12 @@ def _data_error_in(err: BaseException) -> BaseException | None:
 
 
 def lightning_main() -> None:
-    """Entry point of the generic ``lightning`` command: LightningCLI for any config."""
+    """Entry point of the generic ``lightning`` command: a plain LightningCLI for any model and datamodule.
+
+    ``LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
+    subclass_mode_data=True)``, as a user's own ``main.py`` would run it, except that a later run in
+    the same log folder replaces Lightning's ``config.yaml`` instead of refusing to start.
+    """
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 

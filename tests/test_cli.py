@@ -140,11 +140,11 @@ def _predict_args(root: Path, checkpoint: Path | None, out: Path) -> list[str]:
     args = [
         "predict",
         *_tiny_run_args(root, out.parent),
-        "--prediction_writer.output_dir",
+        "--trainer.callbacks.init_args.output_dir",  # the recipe's last callback: ScenePredictionWriter
         str(out),
-        "--prediction_writer.tile",
+        "--trainer.callbacks.init_args.tile",
         "128",
-        "--prediction_writer.overlap",
+        "--trainer.callbacks.init_args.overlap",
         "16",
     ]
     return args if checkpoint is None else [*args, "--ckpt_path", str(checkpoint)]
@@ -194,12 +194,12 @@ def test_fit_then_predict_writes_the_test_split_with_the_calibrated_thresholds(
     [
         ([], "error: predict needs --ckpt_path CHECKPOINT"),
         (
-            ["--ckpt_path", "best.ckpt", "--prediction_writer.overlap", "100"],
-            "error: prediction_writer: overlap must be in [0, tile / 2] = [0, 64] pixels, got 100",
+            ["--ckpt_path", "best.ckpt", "--trainer.callbacks.init_args.overlap", "100"],
+            "error: ScenePredictionWriter: overlap must be in [0, tile / 2] = [0, 64] pixels, got 100",
         ),
         (
-            ["--ckpt_path", "best.ckpt", "--prediction_writer.input_scale", "zero"],
-            "error: prediction_writer: input scale must be a positive number or auto, got 'zero'",
+            ["--ckpt_path", "best.ckpt", "--trainer.callbacks.init_args.input_scale", "zero"],
+            "error: ScenePredictionWriter: input scale must be a positive number or auto, got 'zero'",
         ),
     ],
 )
@@ -222,3 +222,73 @@ def test_predict_input_not_found_is_a_one_line_error(synth_root: Path, tmp_path:
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == f"rareseg: error: {tmp_path / 'field.tif'}: predict input not found"
+
+
+def test_help_lists_every_subcommand_with_one_line(capsys) -> None:
+    main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    names = ("fit", "validate", "test", "predict", "synth", "infer", "evaluate", "bench", "serve")
+    listed = [line.split()[0] for line in lines if line.startswith("  ") and line.split()[0] in names]
+    assert listed == list(names)
+
+
+def test_version_is_the_installed_distribution_version(capsys) -> None:
+    from importlib.metadata import version
+
+    main(["--version"])
+    assert capsys.readouterr().out == f"rareseg {version('rareseg')}\n"
+
+
+def test_unknown_subcommand_is_a_one_line_error() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["fitt"])
+    assert str(info.value.code).startswith("rareseg: error: unknown subcommand 'fitt' (choose from fit, validate")
+
+
+def test_fit_help_from_the_console_command_has_no_lightning_cli_warning(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    rareseg = Path(sys.executable).with_name("rareseg")
+    done = subprocess.run(
+        [str(rareseg), "fit", "--help"],
+        cwd=tmp_path,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0
+    assert "--test_after_fit" in done.stdout
+    assert "warn" not in done.stderr.lower() and "args parameter" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("tool", ["infer", "evaluate", "serve"])
+def test_tool_help_states_each_default_once(tool: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main([tool, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines; join them
+    assert "(default: None)" not in text
+    assert "(default: the checkpoint's calibrated thresholds, else 0.5) (default" not in text
+    assert text.count("(default:") >= 3  # values that are worth printing still are
+
+
+@pytest.mark.slow
+def test_test_after_fit_prints_the_per_class_table_of_the_best_checkpoint(
+    synth_root: Path, tmp_path: Path, capsys
+) -> None:
+    args = _tiny_run_args(synth_root, tmp_path)
+    run_cli(["fit", *args, "--trainer.max_epochs", "1", "--data.init_args.length", "2", "--test_after_fit", "true"])
+    out = capsys.readouterr().out
+    table = out[out.index("Test split, per class (scene_03):") :].splitlines()
+    assert table[1].split() == ["class", "IoU", "recall", "prec.", "F1", "pixels"]
+    assert [line.split()[0] for line in table[2:8]] == [
+        "cropland",
+        "fallow",
+        "forest",
+        "built_up",
+        "water*",
+        "wetland*",
+    ]
+    assert table[8].startswith("* rare; rare_recall")

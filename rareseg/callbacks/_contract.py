@@ -1,8 +1,9 @@
 """The generic contract between these callbacks and any LightningModule.
 
-The callbacks read class ids from their own arguments and per-batch tensors from the dict a
-module's ``validation_step``/``test_step`` returns; these helpers turn a broken contract into a
-one-line error that names the callback and the missing piece.
+The callbacks read class ids from their own arguments (else, by duck typing, from attributes of the
+LightningModule or the datamodule) and per-batch tensors from the dict a module's
+``validation_step``/``test_step`` returns; these helpers turn a broken contract into a one-line
+error that names the callback and the missing piece.
 """
 
 from __future__ import annotations
@@ -10,7 +11,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import lightning.pytorch as pl
 from torch import Tensor
+
+
+def learned(name: str, given: Any, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+    """``given``, else the module's attribute ``name``, else the datamodule's (None when none has it).
+
+    Args:
+        name: attribute name, e.g. ``class_names``.
+        given: the callback's own argument (wins when not None).
+        trainer: the trainer, whose ``datamodule`` may be None.
+        pl_module: the LightningModule.
+    """
+    for value in (given, getattr(pl_module, name, None), getattr(trainer.datamodule, name, None)):
+        if value is not None:
+            return value
+    return None
 
 
 def resolve_class_ids(

@@ -202,13 +202,9 @@ class Babysitter(Callback):
         self._best_state = None
 
     @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == TrainerFn.FITTING:
-            self._validate_knobs(trainer, pl_module, ("module", "datamodule"))
-
-    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._validate_knobs(trainer, pl_module, ("optimizer",))
+        # after configure_model (a task may build its loss there) and configure_optimizers
+        self._validate_knobs(trainer, pl_module, ("module", "datamodule", "optimizer"))
         self._apply_pending(trainer, pl_module)
 
     @override

@@ -17,9 +17,8 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 from typing_extensions import override
 
-from rareseg.callbacks._contract import resolve_class_ids, step_output
+from rareseg.callbacks._contract import learned, resolve_class_ids, step_output
 from rareseg.core.conventions import IGNORE_INDEX, resolve_class_colors
-from rareseg.core.plots import confusion_figure, figure_pixels, samples_figure
 from rareseg.core.scores import per_class_scores, summary_scores
 
 
@@ -49,14 +48,19 @@ class RareClassMetrics(Callback):
     The image is ``outputs[image_key]`` ``(B, C, H, W)``, first three bands stretched per band
     (:func:`~rareseg.core.plots.stretch_to_rgb`); without it the image column is left out. Other loggers get no figures.
 
+    ``class_names``, ``rare_classes`` and ``class_colors`` not given are read, when the first
+    validation or test epoch starts, from the LightningModule's attributes of those names, else from
+    ``trainer.datamodule``'s (duck typing: any module or datamodule that has them).
+
     Args:
-        class_names: names of classes ``0..K-1`` (class ids index this list).
-        rare_classes: rare class ids or names.
+        class_names: names of classes ``0..K-1`` (class ids index this list); None: learned.
+        rare_classes: rare class ids or names; None: learned.
         ignore_index: target value of pixels that are not scored.
         log_images: samples per epoch in the figure (``0`` for none).
         majority_class: id or name whose precision is ``majority_precision``; ``None`` takes the
             class with the most truth pixels in the epoch.
-        class_colors: RGB colour (0-255) per class; ``None`` uses :data:`~rareseg.core.conventions.DEFAULT_PALETTE`.
+        class_colors: RGB colour (0-255) per class; ``None``: learned, else
+            :data:`~rareseg.core.conventions.DEFAULT_PALETTE`.
         preds_key: output key of the predicted class ids.
         target_key: output key of the truth.
         image_key: output key of the input image.
@@ -66,13 +70,14 @@ class RareClassMetrics(Callback):
         confusion_matrix: ``(K, K)`` int64 numpy counts of the last finished epoch, or ``None``.
 
     Raises:
-        ValueError: bad arguments (at construction), or a step output without ``preds``/``target``.
+        ValueError: bad arguments (at construction, or once learned), or a step output without
+            ``preds``/``target``.
     """
 
     def __init__(
         self,
-        class_names: Sequence[str],
-        rare_classes: Sequence[int | str],
+        class_names: Sequence[str] | None = None,
+        rare_classes: Sequence[int | str] | None = None,
         ignore_index: int = IGNORE_INDEX,
         log_images: int = 4,
         majority_class: int | str | None = None,
@@ -83,27 +88,8 @@ class RareClassMetrics(Callback):
         saliency_key: str = "saliency",
     ) -> None:
         super().__init__()
-        if len(class_names) < 2:
-            raise ValueError(f"RareClassMetrics needs at least 2 class names, got {list(class_names)}")
-        if len(set(class_names)) != len(class_names):
-            raise ValueError(f"RareClassMetrics class_names must be unique, got {list(class_names)}")
         if log_images < 0:
             raise ValueError(f"RareClassMetrics log_images must be >= 0, got {log_images}")
-        if 0 <= ignore_index < len(class_names):
-            raise ValueError(f"RareClassMetrics ignore_index {ignore_index} is a class id (0..{len(class_names) - 1})")
-        self.class_names = list(class_names)
-        self.rare_classes = resolve_class_ids(rare_classes, self.class_names, "RareClassMetrics", "rare_classes")
-        if not self.rare_classes:
-            raise ValueError("RareClassMetrics needs at least one rare class")
-        self.majority_class = (
-            None
-            if majority_class is None
-            else resolve_class_ids([majority_class], self.class_names, "RareClassMetrics", "majority_class")[0]
-        )
-        try:
-            self.palette = np.array(resolve_class_colors(len(self.class_names), class_colors), dtype=np.uint8)
-        except ValueError as err:
-            raise ValueError(f"RareClassMetrics {err}") from None
         self.ignore_index = ignore_index
         self.log_images = log_images
         self.preds_key = preds_key
@@ -111,8 +97,54 @@ class RareClassMetrics(Callback):
         self.image_key = image_key
         self.saliency_key = saliency_key
         self.confusion_matrix: np.ndarray | None = None
-        self._confmat = MulticlassConfusionMatrix(num_classes=len(self.class_names), ignore_index=ignore_index)
+        self._given = {"class_names": class_names, "rare_classes": rare_classes, "class_colors": class_colors}
+        self._majority_given = majority_class
+        self.class_names: list[str] | None = None
         self._samples: list[dict[str, np.ndarray]] = []
+        if class_names is not None and rare_classes is not None:
+            self._configure(class_names, rare_classes, class_colors)
+
+    def _configure(
+        self,
+        class_names: Sequence[str],
+        rare_classes: Sequence[int | str],
+        class_colors: Sequence[Sequence[int]] | None,
+    ) -> None:
+        """Check the classes and set up the confusion matrix."""
+        if len(class_names) < 2:
+            raise ValueError(f"RareClassMetrics needs at least 2 class names, got {list(class_names)}")
+        if len(set(class_names)) != len(class_names):
+            raise ValueError(f"RareClassMetrics class_names must be unique, got {list(class_names)}")
+        if 0 <= self.ignore_index < len(class_names):
+            raise ValueError(
+                f"RareClassMetrics ignore_index {self.ignore_index} is a class id (0..{len(class_names) - 1})"
+            )
+        names = list(class_names)
+        self.rare_classes = resolve_class_ids(rare_classes, names, "RareClassMetrics", "rare_classes")
+        if not self.rare_classes:
+            raise ValueError("RareClassMetrics needs at least one rare class")
+        majority = self._majority_given
+        self.majority_class = (
+            None if majority is None else resolve_class_ids([majority], names, "RareClassMetrics", "majority_class")[0]
+        )
+        try:
+            self.palette = np.array(resolve_class_colors(len(names), class_colors), dtype=np.uint8)
+        except ValueError as err:
+            raise ValueError(f"RareClassMetrics {err}") from None
+        self.class_names = names
+        self._confmat = MulticlassConfusionMatrix(num_classes=len(names), ignore_index=self.ignore_index)
+
+    def _learn(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Fill in the classes not given from the module or the datamodule (once)."""
+        if self.class_names is not None:
+            return
+        values = {name: learned(name, given, trainer, pl_module) for name, given in self._given.items()}
+        for name in ("class_names", "rare_classes"):
+            if values[name] is None:
+                raise ValueError(
+                    f"RareClassMetrics: {name} not given, and neither the LightningModule nor the datamodule has {name}"
+                )
+        self._configure(values["class_names"], values["rare_classes"], values["class_colors"])
 
     def per_class_table(self) -> str:
         """Fixed-width table of the last epoch's per-class scores (rare classes starred).
@@ -135,11 +167,11 @@ class RareClassMetrics(Callback):
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start(pl_module)
+        self._epoch_start(trainer, pl_module)
 
     @override
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start(pl_module)
+        self._epoch_start(trainer, pl_module)
 
     @override
     def on_validation_batch_end(
@@ -173,7 +205,8 @@ class RareClassMetrics(Callback):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_end(trainer, pl_module, "test")
 
-    def _epoch_start(self, pl_module: pl.LightningModule) -> None:
+    def _epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._learn(trainer, pl_module)
         self._confmat = self._confmat.to(pl_module.device)
         self._confmat.reset()
         self._samples = []
@@ -220,6 +253,8 @@ class RareClassMetrics(Callback):
             self._samples.append(sample)
 
     def _send_figures(self, trainer: pl.Trainer, prefix: str, matrix: np.ndarray) -> None:
+        from rareseg.core.plots import confusion_figure, figure_pixels, samples_figure  # matplotlib: only when drawing
+
         labels = [f"{name}*" if i in self.rare_classes else name for i, name in enumerate(self.class_names)]
         figures = {f"{prefix}/confusion_matrix": figure_pixels(confusion_figure(matrix, labels))}
         if self._samples:

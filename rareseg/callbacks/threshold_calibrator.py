@@ -13,7 +13,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from rareseg.callbacks._contract import resolve_class_ids, step_output
+from rareseg.callbacks._contract import learned, resolve_class_ids, step_output
 from rareseg.core.conventions import IGNORE_INDEX, THRESHOLDS_KEY
 from rareseg.core.histograms import best_f1_threshold, bin_edges, probability_histograms
 
@@ -34,9 +34,13 @@ class ThresholdCalibrator(Callback):
     contains, in the callback state (``{"thresholds": ...}``) and under the top-level key
     :data:`~rareseg.core.conventions.THRESHOLDS_KEY` for inference code.
 
+    ``rare_classes`` and ``class_names`` not given are read, when the first validation epoch starts,
+    from the LightningModule's attributes of those names, else from ``trainer.datamodule``'s.
+
     Args:
-        rare_classes: rare class ids or names (names need ``class_names``).
-        class_names: names of classes ``0..K-1``, used for names in ``rare_classes`` and log keys.
+        rare_classes: rare class ids or names (names need ``class_names``); None: learned.
+        class_names: names of classes ``0..K-1``, used for names in ``rare_classes`` and log keys;
+            None: learned (ids stand in when nothing has them).
         num_bins: number of probability bins (``>= 2``); their lower edges ``0, 1/n, ..., (n-1)/n``
             are the candidate thresholds.
         probs_key: output key of the probabilities.
@@ -47,12 +51,12 @@ class ThresholdCalibrator(Callback):
         thresholds: ``{class_id: threshold}``; a class without positive pixels is left out.
 
     Raises:
-        ValueError: bad arguments (at construction), or a step output without probs/target.
+        ValueError: bad arguments (at construction, or once learned), or a step output without probs/target.
     """
 
     def __init__(
         self,
-        rare_classes: Sequence[int | str],
+        rare_classes: Sequence[int | str] | None = None,
         class_names: Sequence[str] | None = None,
         num_bins: int = 100,
         probs_key: str = "probs",
@@ -62,10 +66,11 @@ class ThresholdCalibrator(Callback):
         super().__init__()
         if num_bins < 2:
             raise ValueError(f"ThresholdCalibrator num_bins must be >= 2, got {num_bins}")
+        self._given = {"rare_classes": rare_classes, "class_names": class_names}
         self.class_names = list(class_names) if class_names is not None else None
-        self.rare_classes = resolve_class_ids(rare_classes, self.class_names, "ThresholdCalibrator", "rare_classes")
-        if not self.rare_classes:
-            raise ValueError("ThresholdCalibrator needs at least one rare class")
+        self.rare_classes: list[int] | None = None
+        if rare_classes is not None:
+            self._configure(rare_classes, self.class_names)
         self.num_bins = num_bins
         self.probs_key = probs_key
         self.target_key = target_key
@@ -73,6 +78,25 @@ class ThresholdCalibrator(Callback):
         self.thresholds: dict[int, float] = {}
         self._edges = bin_edges(num_bins).numpy()
         self._counts: Tensor | None = None
+
+    def _configure(self, rare_classes: Sequence[int | str], class_names: list[str] | None) -> None:
+        self.class_names = class_names
+        self.rare_classes = resolve_class_ids(rare_classes, class_names, "ThresholdCalibrator", "rare_classes")
+        if not self.rare_classes:
+            raise ValueError("ThresholdCalibrator needs at least one rare class")
+
+    def _learn(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Fill in the classes not given from the module or the datamodule (once)."""
+        if self.rare_classes is not None:
+            return
+        rare_classes = learned("rare_classes", None, trainer, pl_module)
+        if rare_classes is None:
+            raise ValueError(
+                "ThresholdCalibrator: rare_classes not given, and neither the LightningModule nor the datamodule has "
+                "rare_classes"
+            )
+        names = learned("class_names", self._given["class_names"], trainer, pl_module)
+        self._configure(rare_classes, list(names) if names is not None else None)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -90,6 +114,7 @@ class ThresholdCalibrator(Callback):
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._learn(trainer, pl_module)
         self._counts = None
 
     @override

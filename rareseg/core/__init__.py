@@ -7,6 +7,7 @@
 | ``histograms`` | the probability-bin convention and the histogram -> precision/recall/F1 routine |
 | ``plots`` | figures shared by the metrics callback and the evaluation report |
 | ``files`` | write-then-rename |
+| ``help`` | the help formatter of the argparse subcommands |
 | ``pixels`` | which pixels hold data (nodata and non-finite values) |
 | ``lazy`` | lazy package exports |
 
@@ -22,6 +23,7 @@ LAZY_EXPORTS = {
     "IGNORE_INDEX": "rareseg.core.conventions",
     "THRESHOLDS_KEY": "rareseg.core.conventions",
     "resolve_class_colors": "rareseg.core.conventions",
+    "DefaultsHelpFormatter": "rareseg.core.help",
     "publish": "rareseg.core.files",
     "write_atomically": "rareseg.core.files",
     "best_f1_threshold": "rareseg.core.histograms",

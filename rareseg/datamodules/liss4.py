@@ -169,6 +169,7 @@ class LissIVDataModule(GeoDataModule):
         super().__init__(
             LissIVImage, batch_size=batch_size, patch_size=patch_size, length=length, num_workers=num_workers
         )
+        self.save_hyperparameters()  # checkpoints and loggers keep the data settings (datamodule_hyper_parameters)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
         if not 0.0 <= salient_fraction <= 1.0:

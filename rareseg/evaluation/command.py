@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rareseg.core.help import DefaultsHelpFormatter
 from rareseg.datamodules.liss4 import SPLITS
 
 
@@ -23,7 +24,7 @@ def evaluate_command(argv: Sequence[str]) -> None:
         description="Score a checkpoint on a split of a dataset root, exactly as `rareseg infer` predicts it "
         "(blended tiles, calibrated thresholds), with the plain argmax beside it: per class, per scene, "
         "calibration, plots.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="Lightning checkpoint of a RareSegModule")
     parser.add_argument("--data-root", required=True, help="dataset root (images/, masks/, classes.yaml)")

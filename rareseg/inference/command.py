@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
+from rareseg.core.help import DefaultsHelpFormatter
 from rareseg.inference.checkpoint import load_predictor
 from rareseg.inference.predictor import resolve_device
 from rareseg.inference.radiometry import parse_input_scale
@@ -21,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
             "Predict a whole LISS-IV scene into mask.tif, rare_prob.tif, saliency_topk.tif, PNG previews and "
             "summary.json."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="RareSegModule checkpoint (.ckpt)")
     parser.add_argument("--input", required=True, help="scene GeoTIFF (bands in the checkpoint's order)")

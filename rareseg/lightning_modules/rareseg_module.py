@@ -8,6 +8,11 @@ BatchNorm running statistics frozen inside the optimiser closure, and one
 The sharpness-aware step perturbs either the whole loss (``sam_on="all"``) or only its
 rare-class part (``sam_on="rare"``, ImbSAM). Validation/test steps return predictions for the
 metric callbacks.
+
+What the data decides (classes, bands, band statistics, class frequencies) the task learns from
+the trainer's datamodule in ``configure_model`` when it is not given, so a plain ``LightningCLI``
+runs the recipe without links; the learned values go into the hyperparameters, so a checkpoint
+rebuilds the task without the datamodule.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from affine import Affine
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
@@ -35,6 +40,35 @@ from rareseg.optim import CASM, rare_pixel_counts
 
 def _adamw(params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=6e-4, weight_decay=0.01)
+
+
+class NetFactory(Protocol):
+    """A network class given without what the data decides: a ``class_path`` block without these arguments.
+
+    The task calls it with the ones its ``init_args`` do not name (those given there win).
+    """
+
+    def __call__(self, *, num_classes: int, in_channels: int, rare_classes: Sequence[int]) -> nn.Module: ...
+
+
+class LossFactory(Protocol):
+    """A loss class given without ``class_frequencies``; the task calls it with the training frequencies."""
+
+    def __call__(self, *, class_frequencies: Sequence[float] | None) -> nn.Module: ...
+
+
+#: What the task learns from ``trainer.datamodule`` (same attribute names) when it is not given.
+DATA_ATTRIBUTES = (
+    "num_classes",
+    "in_channels",
+    "rare_classes",
+    "class_names",
+    "class_colors",
+    "class_frequencies",
+    "band_mean",
+    "band_std",
+    "normalisation",
+)
 
 
 @contextmanager
@@ -55,14 +89,17 @@ class RareSegModule(LightningModule):
     """Semantic segmentation with a rare-class loss, saliency supervision and (C)SAM.
 
     The network, loss and base optimiser are plug-ins (``class_path`` blocks in the
-    config). ``num_classes``, ``in_channels``, ``rare_classes``, ``class_names``,
-    ``class_frequencies`` and the band statistics are linked from the datamodule.
+    config). ``num_classes``, ``in_channels``, ``rare_classes``, ``class_names``, ``class_colors``,
+    ``class_frequencies`` and the band statistics not given are read from ``trainer.datamodule``
+    (attributes of those names) in :meth:`configure_model`, which then builds the network and the
+    loss; given ones win. A task given a built network, or ``num_classes``, is built at once (a
+    checkpoint holds the learned values, so it rebuilds without a datamodule).
     """
 
     def __init__(
         self,
-        net: nn.Module | None = None,
-        loss: nn.Module | None = None,
+        net: NetFactory | nn.Module | None = None,
+        loss: LossFactory | nn.Module | None = None,
         aux_weight: float = 0.1,
         optimizer: Literal["adamw", "sam", "casm"] = "casm",
         base_optimizer: OptimizerCallable = _adamw,
@@ -76,15 +113,15 @@ class RareSegModule(LightningModule):
         sam_on: Literal["all", "rare"] = "all",
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: Literal["norm", "value"] = "norm",
-        num_classes: int = 6,
-        in_channels: int = 3,
-        rare_classes: Sequence[int] = (4, 5),
+        num_classes: int | None = None,
+        in_channels: int | None = None,
+        rare_classes: Sequence[int] | None = None,
         class_names: Sequence[str] | None = None,
         class_colors: Sequence[Sequence[int]] | None = None,
         class_frequencies: Sequence[float] | None = None,
         band_mean: Sequence[float] | None = None,
         band_std: Sequence[float] | None = None,
-        normalisation: str = "dataset",
+        normalisation: str | None = None,
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         """Build the task.
@@ -92,7 +129,10 @@ class RareSegModule(LightningModule):
         Args:
             net: segmentation network; returns logits (B, K, H, W) or a
                 :class:`~rareseg.models.SegmentationOutput`. Default: SpatialAwareSegFormer (mit_b0).
-            loss: segmentation loss ``loss(logits, target)``. Default: cross-entropy.
+                A :class:`NetFactory` (a config block without the data's arguments) is called with
+                ``num_classes``, ``in_channels`` and ``rare_classes``.
+            loss: segmentation loss ``loss(logits, target)``. Default: cross-entropy. A
+                :class:`LossFactory` is called with ``class_frequencies``.
             aux_weight: weight mu of the saliency BCE term (0 disables it).
             optimizer: ``adamw`` (base optimiser only), ``sam`` (CASM with kappa=0) or ``casm``.
             base_optimizer: callable building the base optimiser from parameters.
@@ -116,16 +156,16 @@ class RareSegModule(LightningModule):
                 backward passes per step (``all``: 2 and 2).
             gradient_clip_val: clip gradients to this value/norm (None: no clipping).
             gradient_clip_algorithm: ``norm`` or ``value``.
-            num_classes: K, linked from the datamodule.
-            in_channels: bands, linked from the datamodule.
-            rare_classes: rare class ids, linked from the datamodule.
-            class_names: class names by id, linked from the datamodule.
-            class_colors: RGB colours by id, linked from the datamodule.
-            class_frequencies: training pixel frequencies, linked from the datamodule.
-            band_mean: per-band normalisation mean (stored for inference).
-            band_std: per-band normalisation standard deviation (stored for inference).
-            normalisation: ``"dataset"`` or ``"scene"``, linked from the datamodule (stored so
-                inference normalises as training did; see :mod:`rareseg.datamodules.normalisation`).
+            num_classes: K (None: the datamodule's, else the network's ``num_classes``).
+            in_channels: bands (None: the datamodule's, else the network's ``in_channels``, else 3).
+            rare_classes: rare class ids (None: the datamodule's, else the network's, else none).
+            class_names: class names by id (None: the datamodule's, else ``class_<id>``).
+            class_colors: RGB colours by id (None: the datamodule's).
+            class_frequencies: training pixel frequencies (None: the datamodule's).
+            band_mean: per-band normalisation mean, stored for inference (None: the datamodule's).
+            band_std: per-band normalisation standard deviation (None: the datamodule's).
+            normalisation: ``"dataset"`` or ``"scene"`` (None: the datamodule's, else ``"dataset"``),
+                stored so inference normalises as training did; see :mod:`rareseg.datamodules.normalisation`.
             ignore_index: target value excluded from losses and metrics.
         """
         super().__init__()
@@ -139,7 +179,8 @@ class RareSegModule(LightningModule):
             )
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
-        check_normalisation(normalisation)
+        if normalisation is not None:
+            check_normalisation(normalisation)
         # Under the CLI the hparams hold the plug-ins' configs (class_path dicts), so
         # load_from_checkpoint rebuilds them; objects passed in code (modules, callables) are
         # not pickled into the checkpoint: pass them again to load_from_checkpoint.
@@ -148,28 +189,95 @@ class RareSegModule(LightningModule):
             if isinstance(self.hparams.get(key), nn.Module) or callable(self.hparams.get(key)):
                 del self.hparams[key]
         self.automatic_optimization = False
-        self.rare_classes = tuple(int(c) for c in rare_classes)
-        self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
-        self.net = (
-            net
-            if net is not None
-            else SpatialAwareSegFormer(num_classes=num_classes, rare_classes=self.rare_classes, in_channels=in_channels)
-        )
-        self.criterion = loss if loss is not None else CrossEntropyLoss(ignore_index=ignore_index)
-        if getattr(self.criterion, "rare_classes", ()) is None:
-            self.criterion.rare_classes = self.rare_classes
-        if sam_on == "rare" and not callable(getattr(self.criterion, "split", None)):
-            raise ValueError(
-                "sam_on='rare' needs a loss that splits into a rare-class part and the rest (a split(logits, "
-                f"target, classes) method, see rareseg.losses); {type(self.criterion).__name__} has none"
-            )
-        self.saliency_criterion = SaliencyBCELoss(self.rare_classes, ignore_index=ignore_index)
         self.aux_weight = aux_weight
         self.optimizer_name = optimizer
         self.sam_on = sam_on
         self.base_optimizer = base_optimizer
         self.lr_scheduler = lr_scheduler
         self.ignore_index = ignore_index
+        self._net_plugin = net
+        self._loss_plugin = loss
+        self.net: nn.Module | None = None
+        self.criterion: nn.Module | None = None
+        self.rare_classes: tuple[int, ...] = ()
+        self.class_names: list[str] | None = None
+        self.class_colors: list[list[int]] | None = None
+        if isinstance(net, nn.Module) or num_classes is not None:
+            self._build()
+
+    def configure_model(self) -> None:
+        """Learn what was not given from ``trainer.datamodule`` and build the network and the loss (once).
+
+        Raises:
+            ValueError: the number of classes is neither given nor known to the datamodule.
+        """
+        if self.net is not None:
+            return
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        for name in DATA_ATTRIBUTES:
+            if self.hparams.get(name) is None and getattr(datamodule, name, None) is not None:
+                self._set_hparam(name, _plain(getattr(datamodule, name)))
+        if self.hparams.get("num_classes") is None:
+            raise ValueError(
+                "RareSegModule: num_classes is not given and the trainer has no datamodule with num_classes "
+                "(pass num_classes, in_channels and rare_classes, or train with such a datamodule)"
+            )
+        self._build()
+
+    def _set_hparam(self, name: str, value: Any) -> None:
+        """Record a learned value in the hyperparameters (checkpoint) and the initial ones (loggers)."""
+        self.hparams[name] = value
+        self._hparams_initial[name] = value
+
+    def _build(self) -> None:
+        """Build the network, the loss and the saliency criterion from the plug-ins and the known values."""
+        net, loss, hparams = self._net_plugin, self._loss_plugin, self.hparams
+        built = net if isinstance(net, nn.Module) else None
+        num_classes = _first_known(hparams.get("num_classes"), getattr(built, "num_classes", None))
+        in_channels = _first_known(hparams.get("in_channels"), getattr(built, "in_channels", None), 3)
+        rare_classes = _first_known(hparams.get("rare_classes"), getattr(built, "rare_classes", None), ())
+        if num_classes is None:
+            raise ValueError("RareSegModule: num_classes is not given and the network has no num_classes")
+        for name, value in (("num_classes", int(num_classes)), ("in_channels", int(in_channels))):
+            self._set_hparam(name, value)
+        self._set_hparam("rare_classes", [int(c) for c in rare_classes])
+        self._set_hparam("normalisation", check_normalisation(hparams.get("normalisation") or "dataset"))
+        self.rare_classes = tuple(hparams["rare_classes"])
+        names = hparams.get("class_names")
+        self.class_names = list(names) if names is not None else [f"class_{i}" for i in range(num_classes)]
+        self.class_colors = hparams.get("class_colors")
+        if built is None:
+            data = {"num_classes": num_classes, "in_channels": in_channels, "rare_classes": self.rare_classes}
+            factory = net if net is not None else SpatialAwareSegFormer
+            built = factory(**_not_bound(factory, data))
+        self.net = built
+        if isinstance(loss, nn.Module):
+            self.criterion = loss
+        elif loss is None:
+            self.criterion = CrossEntropyLoss(ignore_index=self.ignore_index)
+        else:
+            self.criterion = loss(**_not_bound(loss, {"class_frequencies": hparams.get("class_frequencies")}))
+        if getattr(self.criterion, "rare_classes", ()) is None:
+            self.criterion.rare_classes = self.rare_classes
+        if self.sam_on == "rare" and not callable(getattr(self.criterion, "split", None)):
+            raise ValueError(
+                "sam_on='rare' needs a loss that splits into a rare-class part and the rest (a split(logits, "
+                f"target, classes) method, see rareseg.losses); {type(self.criterion).__name__} has none"
+            )
+        self.saliency_criterion = SaliencyBCELoss(self.rare_classes, ignore_index=self.ignore_index)
+
+    def configure_callbacks(self) -> list[Callback]:
+        """RareClassMetrics and ThresholdCalibrator, each unless the trainer already has one.
+
+        The validation scores they log (``val/rare_iou``, ...) are what the recipe's checkpoint,
+        early stopping and babysitter monitor, so a config whose callback list leaves them out still
+        gets them (with the task's classes and default options).
+        """
+        from rareseg.callbacks import RareClassMetrics, ThresholdCalibrator
+
+        present = self._trainer.callbacks if self._trainer is not None else []
+        kinds = (RareClassMetrics, ThresholdCalibrator)
+        return [kind() for kind in kinds if not any(isinstance(callback, kind) for callback in present)]
 
     def forward(self, image: Tensor) -> SegmentationOutput:
         """Run the network on a normalised (B, C, H, W) batch."""
@@ -421,6 +529,24 @@ class RareSegModule(LightningModule):
     def on_fit_start(self) -> None:
         """Refuse precisions the two-pass step cannot use."""
         check_precision(str(self.trainer.precision))
+
+
+def _first_known(*values: Any) -> Any:
+    """The first value that is not None (None when all are)."""
+    return next((value for value in values if value is not None), None)
+
+
+def _not_bound(factory: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` less the arguments a ``functools.partial`` from a config already binds (given ones win)."""
+    bound = getattr(factory, "keywords", None) or {}
+    return {name: value for name, value in values.items() if name not in bound}
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, so learned values are stored as the CLI stores given ones."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def check_precision(precision: str) -> None:

@@ -17,6 +17,7 @@ from types import FrameType
 
 from waitress import create_server
 
+from rareseg.core.help import DefaultsHelpFormatter
 from rareseg.web.app import create_app, job_manager
 from rareseg.web.config import WebConfig
 
@@ -33,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
             "Serve the web page: upload a LISS-IV scene, set options, see and download the mask and rare-class "
             "probabilities."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, help="RareSegModule checkpoint (.ckpt)")
     parser.add_argument(
