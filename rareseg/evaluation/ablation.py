@@ -301,6 +301,11 @@ def train_row(
     start = time.perf_counter()
     cli = run_cli(cli_args(row, seed, budget, workdir, config_dir, data_root), extra_callbacks=[recorder])
     train_seconds = time.perf_counter() - start
+    if recorder.points and not any("val/rare_iou" in point for point in recorder.points):
+        raise RuntimeError(
+            f"row {row.number} seed {seed}: no val/rare_iou was logged (the row's trainer.callbacks list replaces "
+            "the recipe's: it must name rareseg.callbacks.RareClassMetrics)"
+        )
     checkpoint = cli.trainer.checkpoint_callback
     if checkpoint is None or not checkpoint.best_model_path:
         raise RuntimeError(f"row {row.number} seed {seed}: the run saved no best checkpoint (ModelCheckpoint missing?)")

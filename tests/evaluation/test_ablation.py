@@ -303,6 +303,8 @@ def test_each_row_config_changes_what_its_row_says() -> None:
         assert "Babysitter" not in _callbacks(n) and "SaliencyRefresh" not in _callbacks(n)
     assert "SaliencyRefresh" in _callbacks(10) and "Babysitter" not in _callbacks(10)
     assert {"SaliencyRefresh", "Babysitter"} <= set(_callbacks(11))
+    for n in ROWS:  # a row's callbacks list replaces the recipe's: the scores and thresholds must be in each
+        assert {"ModelCheckpoint", "RareClassMetrics", "ThresholdCalibrator"} <= set(_callbacks(n)), n
     for number, row in ROWS.items():  # each row names a row it changes one thing from, which exists
         assert row.compare is None or row.compare in ROWS, number
 
