@@ -185,7 +185,8 @@ class SceneStandardise:
 
     Each crop is standardised with the statistics of the scene it was read from, found by the
     crop's query (``sample["bounds"]``, a torchgeo ``GeoSlice``): the scene whose time slot and
-    footprint contain the query's centre. Every pixel is standardised, nodata ones too, as
+    footprint overlaps the query most (a grid sampler's last tile may reach past a scene's edge).
+    Every pixel is standardised, nodata ones too, as
     inference does; run the nodata rule (``MarkNodata``) before this transform.
 
     Args:
@@ -200,11 +201,18 @@ class SceneStandardise:
 
     def _statistics(self, query: Any) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, t = query
-        cx, cy = (x.start + x.stop) / 2, (y.start + y.stop) / 2
+        best, chosen = 0.0, None
         for start, stop, (xmin, ymin, xmax, ymax), median, sigma in self.scenes:
-            if start <= t.stop and t.start <= stop and xmin <= cx <= xmax and ymin <= cy <= ymax:
-                return median, sigma
-        raise LookupError(f"scene normalisation: no scene contains the crop {query}")
+            if start <= t.stop and t.start <= stop:
+                # the overlap, not the centre: a grid sampler's last tile may reach past the scene's edge
+                overlap = max(0.0, min(x.stop, xmax) - max(x.start, xmin)) * max(
+                    0.0, min(y.stop, ymax) - max(y.start, ymin)
+                )
+                if overlap > best:
+                    best, chosen = overlap, (median, sigma)
+        if chosen is None:
+            raise LookupError(f"scene normalisation: no scene overlaps the crop {query}")
+        return chosen
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         """Standardise ``sample["image"]`` (C, H, W) with its scene's statistics."""

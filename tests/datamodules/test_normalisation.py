@@ -16,6 +16,7 @@ from rareseg.cli import main
 from rareseg.datamodules import DataError, LissIVDataModule
 from rareseg.datamodules.normalisation import (
     BandStatistics,
+    SceneStandardise,
     robust_standardisation,
     sample_pixels,
     scene_standardisation,
@@ -31,6 +32,27 @@ def _write(path: Path, image: np.ndarray, nodata: float | None = 0, **creation: 
     with rasterio.open(path, "w", **profile, dtype=str(image.dtype), nodata=nodata, **creation) as dst:
         dst.write(image)
     return path
+
+
+def test_a_crop_reaching_past_a_scene_edge_takes_the_scene_it_overlaps_most() -> None:
+    # two scenes side by side, x 0-100 and 100-200 (same day); a grid sampler's last tile of the first
+    # scene may reach past its edge: x 60-130 has its centre (95) in the first scene and 40 of its 70 m there,
+    # x 80-150 has its centre (115) in the second and 50 of 70 m there; a tile off every scene is an error
+    day = (0, 1)
+    first = (*day, (0.0, 0.0, 100.0, 100.0), [10.0], [2.0])
+    second = (*day, (100.0, 0.0, 200.0, 100.0), [50.0], [5.0])
+    transform = SceneStandardise([first, second])
+    image = torch.full((1, 2, 2), 60.0)
+
+    def standardised(x0: float, x1: float) -> float:
+        query = (slice(x0, x1), slice(10.0, 80.0), slice(0, 1))
+        return float(transform({"image": image.clone(), "bounds": query})["image"][0, 0, 0])
+
+    assert standardised(60.0, 130.0) == pytest.approx((60 - 10) / 2)
+    assert standardised(80.0, 150.0) == pytest.approx((60 - 50) / 5)
+    assert standardised(170.0, 240.0) == pytest.approx((60 - 50) / 5)  # centre 205 is past every scene
+    with pytest.raises(LookupError, match="no scene overlaps the crop"):
+        standardised(300.0, 370.0)
 
 
 def test_a_striped_scene_is_sampled_in_evenly_spread_strips(tmp_path: Path) -> None:
