@@ -510,7 +510,8 @@ def _execute(
                     job = queue.pop(0)
                     log(_starting(job))
                     running[pool.submit(_run_job, job)] = job
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                # a timeout: a signal that the kernel hands to another thread reaches the main one within 1 s
+                done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in done:
                     job = running.pop(future)
                     error = future.exception()
