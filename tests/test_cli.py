@@ -14,12 +14,15 @@ from rareseg.training import run_cli
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def _tiny_run_args(root: Path, out: Path) -> list[str]:
+def _tiny_run_args(root: Path, out: Path, seed_method: bool = False) -> list[str]:
+    """Demo-sized arguments; ``seed_method`` adds the seed's full method (ablation row 11) on top of the recipe."""
+    seed = ["--config", str(CONFIGS / "ablations" / "11-full-babysitting.yaml")] if seed_method else []
     return [
         "--config",
         str(CONFIGS / "wetlands.yaml"),
         "--config",
         str(CONFIGS / "demo-cpu.yaml"),
+        *seed,
         "--data.init_args.root",
         str(root),
         "--data.init_args.patch_size",
@@ -37,12 +40,18 @@ def _tiny_run_args(root: Path, out: Path) -> list[str]:
     ]
 
 
-def test_fast_dev_run_on_the_wetlands_recipe(synth_root: Path, tmp_path: Path) -> None:
-    cli = run_cli(["fit", *_tiny_run_args(synth_root, tmp_path), "--trainer.fast_dev_run", "true"])
+@pytest.mark.parametrize("seed_method", [False, True], ids=["recipe", "seed-method"])
+def test_fast_dev_run_on_the_wetlands_recipe(synth_root: Path, tmp_path: Path, seed_method: bool) -> None:
+    cli = run_cli(["fit", *_tiny_run_args(synth_root, tmp_path, seed_method), "--trainer.fast_dev_run", "true"])
     module, data = cli.model, cli.datamodule
     assert cli.trainer.global_step == 1
     assert module.net.num_classes == data.num_classes == 6
-    assert list(module.criterion.weights.shape) == [6]  # ARBT got the linked class frequencies
+    if seed_method:
+        assert list(module.criterion.weights.shape) == [6]  # ARBT got the linked class frequencies
+        assert data.sampler_name == "saliency" and module.net.saliency_block is not None
+    else:  # the measured best recipe: plain SegFormer, cross-entropy, rare-class sampling at T = 0.01
+        assert type(module.criterion).__name__ == "CrossEntropyLoss" and module.net.saliency_block is None
+        assert (data.sampler_name, data.rare_temperature) == ("rare", 0.01)
     assert module.hparams.band_mean == pytest.approx(data.band_mean)
     assert module.rare_classes == (4, 5)
 
@@ -73,7 +82,7 @@ def test_wandb_offline_run_has_per_class_curves_knobs_and_panels(synth_root: Pat
     wandb.finish()  # a run left open by an earlier test would be reused
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    args = _tiny_run_args(synth_root, tmp_path)
+    args = _tiny_run_args(synth_root, tmp_path, seed_method=True)  # the Babysitter and CASM log knobs and traces
     run_cli(
         [
             "fit",

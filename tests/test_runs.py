@@ -72,7 +72,7 @@ def test_two_offline_runs_in_one_folder_keep_their_own_configs_and_data_settings
     runs = sorted(out.rglob("offline-run-*/run-*.wandb"))
     assert len(runs) == 2
     history = runs[-1].read_bytes()
-    for key in (b"datamodule", b"patch_size", b"trainer", b"ARBTLoss", b"salient_fraction"):
+    for key in (b"datamodule", b"patch_size", b"trainer", b"CrossEntropyLoss", b"rare_temperature"):
         assert key in history
 
 
