@@ -72,21 +72,15 @@ def task_for(datamodule: Any, **overrides: Any) -> Any:
     return RareSegModule(**{"optimizer": "adamw", **linked, **overrides})
 
 
-@pytest.fixture(scope="session")
-def checkpoint_path(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A RareSegModule (default network) fitted for one step on the synthetic root, with calibrated thresholds."""
+def fit_tiny_checkpoint(datamodule: Any, path: Path, max_steps: int, **task: Any) -> Path:
+    """Fit :func:`task_for` ``(datamodule, **task)`` for ``max_steps`` steps (seed 0, no validation) and save it."""
     import torch
     from lightning.pytorch import Trainer
 
-    from rareseg.datamodules import LissIVDataModule
-
-    datamodule = LissIVDataModule(
-        str(synth_root), batch_size=2, patch_size=64, length=2, augment=False, generate_if_missing=False
-    )
     torch.manual_seed(0)
-    module = task_for(datamodule)
+    module = task_for(datamodule, **task)
     trainer = Trainer(
-        max_steps=1,
+        max_steps=max_steps,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
@@ -95,8 +89,21 @@ def checkpoint_path(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) 
         limit_val_batches=0,
     )
     trainer.fit(module, datamodule=datamodule)
-    path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
     trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint_path(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A RareSegModule (default network) fitted for one step on the synthetic root, with calibrated thresholds."""
+    import torch
+
+    from rareseg.datamodules import LissIVDataModule
+
+    datamodule = LissIVDataModule(
+        str(synth_root), batch_size=2, patch_size=64, length=2, augment=False, generate_if_missing=False
+    )
+    path = fit_tiny_checkpoint(datamodule, tmp_path_factory.mktemp("ckpt") / "model.ckpt", max_steps=1)
     checkpoint = torch.load(path, weights_only=False)
     checkpoint["rareseg_thresholds"] = CALIBRATED_THRESHOLDS
     torch.save(checkpoint, path)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from lightning.pytorch import Trainer
 
 from rareseg.cli import main
 from rareseg.datamodules import DataError, LissIVDataModule
@@ -22,7 +21,7 @@ from rareseg.datamodules.normalisation import (
     scene_standardisation,
 )
 from rareseg.inference import RadiometryWarning, load_predictor
-from tests.conftest import task_for
+from tests.conftest import fit_tiny_checkpoint
 from tests.inference.helpers import write_geotiff
 
 
@@ -164,21 +163,8 @@ def scene_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory)
     datamodule = LissIVDataModule(
         str(synth_root), batch_size=2, patch_size=64, length=4, augment=False, normalisation="scene"
     )
-    torch.manual_seed(0)
-    module = task_for(datamodule, normalisation=datamodule.normalisation)
-    trainer = Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(module, datamodule=datamodule)
     path = tmp_path_factory.mktemp("scene-ckpt") / "scene.ckpt"
-    trainer.save_checkpoint(path)
-    return path
+    return fit_tiny_checkpoint(datamodule, path, max_steps=2, normalisation=datamodule.normalisation)
 
 
 def _scaled_copy(source: Path, path: Path, scale: float, dtype: str) -> Path:

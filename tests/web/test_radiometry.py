@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,12 +9,10 @@ import numpy as np
 import pytest
 import rasterio
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from rareseg.inference import Predictor
-from rareseg.web import job_manager
 from tests.web.helpers import make_app, upload, wait_for
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, serve
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +71,7 @@ def test_a_bad_input_scale_is_a_400(client: FlaskClient, scene: Path) -> None:
 
 @pytest.fixture()
 def live_server(predictor: Predictor, tmp_path: Path) -> Iterator[str]:
-    app = make_app(predictor, tmp_path / "jobs")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join()
-    job_manager(app).shutdown()
+    yield from serve(make_app(predictor, tmp_path / "jobs"))
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not on PATH (apt-get install chromium)")
