@@ -30,9 +30,10 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from rareseg.datamodules.scenes import DataError
+from rareseg.datamodules.scenes import DataError, read_window
 
 #: The normalisations a datamodule and a checkpoint may name.
 NORMALISATIONS = ("dataset", "scene")
@@ -95,7 +96,7 @@ def sample_pixels(src: rasterio.DatasetReader) -> np.ndarray:
         index = round(i * (rows * cols - 1) / (count - 1)) if count > 1 else 0
         y0, x0 = (index // cols) * block_h, (index % cols) * block_w
         window = Window(x0, y0, min(block_w, width - x0), min(block_h, height - y0))
-        data = src.read(window=window)[:, ::step, ::step]
+        data = read_window(src, window)[:, ::step, ::step]
         parts.append(data.reshape(src.count, -1)[:, valid_pixels(data, src.nodata)])
     pixels = np.concatenate(parts, axis=1).astype(np.float64)
     if pixels.shape[1] == 0 and count < rows * cols:  # the blocks missed a small footprint: look everywhere
@@ -107,7 +108,13 @@ def _decimated(src: rasterio.DatasetReader) -> np.ndarray:
     """Valid pixels of the scene read at a longer side of :data:`OVERVIEW_SIDE` (nearest), (C, N) float64."""
     factor = max(1, math.ceil(max(src.height, src.width) / OVERVIEW_SIDE))
     shape = (src.count, math.ceil(src.height / factor), math.ceil(src.width / factor))
-    data = src.read(out_shape=shape, resampling=Resampling.nearest)
+    try:
+        data = src.read(out_shape=shape, resampling=Resampling.nearest)
+    except RasterioError as err:
+        detail = " ".join(str(err).split())
+        raise DataError(
+            f"{src.name}: read failed in a decimated read of the whole scene (truncated or corrupt file? {detail})"
+        ) from None
     return data.reshape(src.count, -1).astype(np.float64)[:, valid_pixels(data, src.nodata)]
 
 
