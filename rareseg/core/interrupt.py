@@ -70,12 +70,24 @@ def interrupted_message(command: str) -> tuple[str, int]:
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back inside the block; they are delivered when it ends."""
+    """Hold SIGINT and SIGTERM back inside the block; they are delivered when it ends.
+
+    Blocking the signals in this thread is not enough: in a process with other threads the kernel may
+    hand a signal to one of them, and Python then runs its handler in the main thread at once. So
+    the block's handlers only record what arrived, and the recorded signals are raised again after
+    the previous handlers are back.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    pending: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in EXIT_STATUS}
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, EXIT_STATUS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
