@@ -278,7 +278,7 @@ def test_each_row_config_changes_what_its_row_says() -> None:
     assert optimizers == {n: sharpness.get(n, "adamw") for n in ROWS}
     samplers = {n: d["sampler"] for n, d in data.items()}
     special = {9: "rare", 10: "saliency", 11: "saliency", 13: "rare", 23: "saliency", 24: "rare", 25: "rare"}
-    special |= {27: "rare", 28: "rare", 29: "rare"}
+    special |= {27: "rare", 28: "rare", 29: "rare", 30: "rare"}
     assert samplers == {n: special.get(n, "random") for n in ROWS}
     assert data[13]["rare_temperature"] == 0.01 and data[9]["rare_temperature"] == 0.1
     losses = {n: m["loss"]["class_path"].rsplit(".", 1)[1] for n, m in model.items()}
@@ -296,6 +296,8 @@ def test_each_row_config_changes_what_its_row_says() -> None:
     assert [data[n]["rare_fraction"] for n in (27, 28, 29)] == [0.5] * 3 and "rare_fraction" not in data[13]
     assert {n for n in ROWS if "normalisation" in data[n]} == {26} and data[26]["normalisation"] == "scene"
     assert model[2]["loss"]["init_args"]["power"] == 0.5  # inverse square root
+    # row 30 = row 2's loss with row 13's sampler
+    assert model[30]["loss"] == model[2]["loss"] and data[30]["rare_temperature"] == data[13]["rare_temperature"]
     peers = [n for n in ROWS if ROWS[n].peer]
     assert all(model[n]["net"]["init_args"]["saliency"] is False and model[n]["aux_weight"] == 0 for n in peers)
     assert all(model[n]["net"]["init_args"]["saliency"] is True for n in (*range(5, 12), *range(14, 26), 28, 29))
