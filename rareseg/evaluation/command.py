@@ -140,19 +140,31 @@ def bench_command(argv: Sequence[str]) -> None:
     threads = args.threads or (1 if args.jobs > 1 else None)
     if threads is not None:
         thread_environment(threads)
+    other_config = 0  # finished results made from another configuration: not reported, but said
     if args.report_only:
-        found = (
-            load_result(result_path(out, row, seed), config_digest(row, budget, config_dir, args.data_root))
-            for row, seed in planned_runs(rows, args.seeds)
-        )
-        results = [result for result in found if result is not None]
+        results = []
+        for row, seed in planned_runs(rows, args.seeds):
+            path = result_path(out, row, seed)
+            result = load_result(path, config_digest(row, budget, config_dir, args.data_root))
+            if result is not None:
+                results.append(result)
+            elif load_result(path) is not None:
+                other_config += 1
     else:
         prepare_budget_data(budget, args.data_root)
         results = run_ablation(
             rows, budget, out, config_dir, seeds=args.seeds, jobs=args.jobs, threads=threads, data_root=args.data_root
         )
+    stale = (
+        f"; {other_config} finished result(s) there were made from another configuration of their row or"
+        " budget (config_digest differs): rerun them, or report from the commit that made them"
+        if other_config
+        else ""
+    )
     if not results:
-        raise SystemExit(f"rareseg bench: no finished ablation results in {out}")
+        raise SystemExit(f"rareseg bench: no finished ablation results in {out} for the current configs{stale}")
+    if stale:
+        print(f"rareseg bench: left out of the report{stale}")
     command = shlex.join(["rareseg", "bench", *(a for a in argv if a != "--report-only")])
     core_hours = sum(result["train_seconds"] for result in results) / 3600
     context = [

@@ -401,3 +401,20 @@ def test_bench_ablation_runs_a_row_on_another_root_with_other_classes(synth_root
     assert np.array(matrix).shape == (3, 3) and np.array(matrix).sum() > 0
     report = (out / "ABLATION.md").read_text()
     assert "river IoU" in report and "marsh IoU" in report and "majority class (precision guard): land" in report
+
+
+def test_report_only_names_results_made_from_another_configuration(tmp_path: Path, capsys) -> None:
+    _run(parse_rows("1,2", ROWS), tmp_path, seeds=1)
+    args = ["bench", "ablation", "--budget", "cpu-small", "--rows", "1,2", "--seeds", "1", "--report-only"]
+    args += ["--out", str(tmp_path), "--config-dir", str(CONFIGS), "--report", str(tmp_path / "A.md")]
+    main(args)
+    assert "from 2 finished runs" in capsys.readouterr().out
+    for number in (1, 2):  # as if the row's YAML had changed since the run
+        path = result_path(tmp_path, ROWS[number], 0)
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"config_digest": "0" * 64}))
+        if number == 1:
+            main(args)
+            out = capsys.readouterr().out
+            assert "from 1 finished runs" in out and "left out of the report; 1 finished result(s)" in out
+    with pytest.raises(SystemExit, match=r"for the current configs; 2 finished result\(s\) there were made from"):
+        main(args)
