@@ -144,11 +144,12 @@ def bench_command(argv: Sequence[str]) -> None:
     if args.report_only:
         results = []
         for row, seed in planned_runs(rows, args.seeds):
-            path = result_path(out, row, seed)
-            result = load_result(path, config_digest(row, budget, config_dir, args.data_root))
-            if result is not None:
+            result = load_result(result_path(out, row, seed))  # read once; the digest is compared here
+            if result is None:
+                continue
+            if result["config_digest"] == config_digest(row, budget, config_dir, args.data_root):
                 results.append(result)
-            elif load_result(path) is not None:
+            else:
                 other_config += 1
     else:
         prepare_budget_data(budget, args.data_root)
