@@ -173,13 +173,13 @@ def job_status(job_id: str) -> Response:
 
 @api.get("/jobs/<job_id>/files/<name>")
 def job_file(job_id: str, name: str) -> Response:
-    """A file the job produced; GeoTIFFs (and anything with ``?download``) as attachments."""
+    """A file the job produced; GeoTIFFs, their QGIS/GDAL sidecars (and anything with ``?download``) as attachments."""
     job = _job(job_id)
     produced = {file: file for file in job.files()}
     if name not in produced:
         abort(404, description=f"no such file in this job (available: {', '.join(produced) or 'none yet'})")
     path = job.directory / produced[name]
-    attachment = path.suffix == ".tif" or "download" in request.args
+    attachment = path.suffix in {".tif", ".qml", ".xml"} or "download" in request.args
     return send_file(
         path, as_attachment=attachment, download_name=f"{Path(job.input_name).stem}_{path.name}", max_age=0
     )

@@ -11,6 +11,8 @@ block row (memory ``O(256 * width)``), and writes the published outputs:
   (:func:`~rareseg.inference.override_rare_classes`), where ``p_r = value / 100`` is the percent
   stored in ``rare_prob.tif``. Thresholds act on the stored percentages, so the mask agrees
   exactly with the probability file a user downloads.
+  Beside it ``mask.tif.aux.xml`` and ``mask.qml`` (class names and colours for GDAL and QGIS,
+  :func:`~rareseg.inference.write_mask_sidecars`), as ``rareseg predict`` writes them.
 - ``rare_prob.tif``: the selected classes' bands.
 - ``saliency_topk.tif``: the network's top-k region (saliency-head score) when every rare class
   is selected and top-k is unchanged; otherwise recomputed from the stored probabilities with the
@@ -45,11 +47,13 @@ from rareseg.core.files import publish
 from rareseg.inference.decisions import override_rare_classes, topk_level
 from rareseg.inference.rasters import (
     BLOCK,
+    MASK_SIDECARS,
     PROBABILITY_SCALE,
     TOPK_COLORMAP,
     build_overviews,
     output_profile,
     write_mask_preview,
+    write_mask_sidecars,
     write_probability_preview,
 )
 from rareseg.inference.summary import areas_hectares
@@ -60,6 +64,7 @@ ARGMAX_THRESHOLD = 1.0
 #: Files a render publishes, ``summary.json`` last (it marks completion).
 RENDERED = (
     "mask.tif",
+    *MASK_SIDECARS,
     "rare_prob.tif",
     "saliency_topk.tif",
     "preview_mask.png",
@@ -226,6 +231,7 @@ def render_outputs(
         counts, topk_summary, colours = _write_rasters(network_dir, staging, options, network_summary)
         _write_previews(staging, colours, preview_side)
         names = [entry["name"] for entry in network_summary["classes"]]
+        write_mask_sidecars(staging / "mask.tif", names, colours)  # QGIS and GDAL show class names, not numbers
         areas = areas_hectares(counts, network_summary["pixel_area_m2"])
         summary = {
             **network_summary,

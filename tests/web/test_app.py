@@ -111,6 +111,9 @@ def test_job_runs_and_serves_its_files(client: FlaskClient, scene: Path) -> None
     assert mask.headers["Content-Disposition"] == "attachment; filename=my_scene_mask.tif"
     with MemoryFile(mask.data) as memory, memory.open() as src:
         assert (src.crs.to_string(), src.width, src.height, src.count) == ("EPSG:32644", 256, 256, 1)
+    style = client.get(f"/api/jobs/{job_id}/files/mask.qml")  # saved beside my_scene_mask.tif, QGIS applies it
+    assert style.headers["Content-Disposition"] == "attachment; filename=my_scene_mask.qml"
+    assert b"<paletteEntry" in style.data and b'label="water"' in style.data
     download = client.get(f"/api/jobs/{job_id}/files/preview_prob.png?download")
     assert download.headers["Content-Disposition"] == "attachment; filename=my_scene_preview_prob.png"
     summary = client.get(f"/api/jobs/{job_id}/files/summary.json").get_json()

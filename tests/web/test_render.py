@@ -14,6 +14,7 @@ import rasterio
 
 from rareseg.inference import Predictor, predict_scene
 from rareseg.web import ARGMAX_THRESHOLD, RENDERED, RenderOptions, render_outputs, topk_outline
+from tests.inference.gdal_c import band_categories
 from tests.web.helpers import read_band
 
 WATER, WETLAND = 4, 5
@@ -179,3 +180,17 @@ def test_a_failed_render_keeps_the_previous_outputs(network_dir: Path, tmp_path:
         render_outputs(network_dir, tmp_path, options((3,), (0.4,)), preview_side=64, summary_fields={})
     assert {name: (tmp_path / name).read_bytes() for name in RENDERED} == before
     assert sorted(os.listdir(tmp_path)) == sorted(RENDERED)
+
+
+def test_rendered_mask_carries_the_class_names_for_qgis_and_gdal(network_dir: Path, tmp_path: Path) -> None:
+    summary = render_outputs(network_dir, tmp_path, options((WATER,), (0.25,)), preview_side=256, summary_fields={})
+    names = [entry["name"] for entry in summary["classes"]]
+    assert len(names) == 6 and names[WATER] == "water"
+    gdal = band_categories(tmp_path / "mask.tif")
+    assert gdal.category_names == names
+    with rasterio.open(tmp_path / "mask.tif") as src:
+        colours = [src.colormap(1)[c][:3] for c in range(len(names))]
+    assert gdal.rat_rows == [[str(c), n, *map(str, rgb)] for c, (n, rgb) in enumerate(zip(names, colours))]
+    # the same sidecars `rareseg predict` writes for the network's own mask (same classes, same colours)
+    for name in ("mask.tif.aux.xml", "mask.qml"):
+        assert (tmp_path / name).read_bytes() == (network_dir / name).read_bytes()

@@ -3,7 +3,8 @@
 
 const POLL_MS = 400;
 const RENDER_DELAY_MS = 250;
-const DOWNLOADS = ["mask.tif", "rare_prob.tif", "saliency_topk.tif", "preview_mask.png", "preview_prob.png", "summary.json"];
+// mask.qml and mask.tif.aux.xml: saved beside the mask (same prefix), QGIS shows class names and colours
+const DOWNLOADS = ["mask.tif", "mask.qml", "mask.tif.aux.xml", "rare_prob.tif", "saliency_topk.tif", "preview_mask.png", "preview_prob.png", "summary.json"];
 const SOURCE_LABELS = { checkpoint: "calibrated", default: "default", override: "custom" };
 
 const state = { config: null, file: null, jobId: null, job: null, busy: false, pollTimer: null, renderTimer: null, renderSeq: 0 };
@@ -216,7 +217,7 @@ function fillLegend(summary) {
 
 function fillDownloads(job) {
   const links = DOWNLOADS.filter((name) => job.files.includes(name)).map((name) => {
-    const link = element("a", { className: "button", href: `${fileUrl(job, name)}&download`, textContent: name, id: `download-${name.replace(".", "-")}` });
+    const link = element("a", { className: "button", href: `${fileUrl(job, name)}&download`, textContent: name, id: `download-${name.replaceAll(".", "-")}` });
     link.setAttribute("download", "");
     return link;
   });
