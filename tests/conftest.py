@@ -22,6 +22,33 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_dataset(tmp_path_factory.mktemp("data") / "liss4", num_scenes=4, size=256, seed=7, progress=False)
 
 
+@pytest.fixture(scope="session")
+def three_class_root(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`synth_root`'s scenes relabelled land / river / marsh (another class table). Read-only."""
+    import numpy as np
+    import rasterio
+    import yaml
+
+    target = tmp_path_factory.mktemp("three-classes")
+    (target / "images").mkdir()
+    (target / "masks").mkdir()
+    lookup = np.full(256, 255, np.uint8)
+    lookup[[0, 1, 2, 3, 4, 5]] = [0, 0, 0, 0, 1, 2]
+    for image in sorted((synth_root / "images").glob("*.tif")):
+        (target / "images" / image.name).write_bytes(image.read_bytes())
+        with rasterio.open(synth_root / "masks" / image.name) as src:
+            profile, mask = src.profile, src.read(1)
+        with rasterio.open(target / "masks" / image.name, "w", **profile) as dst:
+            dst.write(lookup[mask], 1)
+    classes = [
+        {"id": 0, "name": "land", "color": [200, 200, 120], "rare": False},
+        {"id": 1, "name": "river", "color": [0, 0, 255], "rare": True},
+        {"id": 2, "name": "marsh", "color": [0, 200, 200], "rare": True},
+    ]
+    (target / "classes.yaml").write_text(yaml.safe_dump({"bands": ["green", "red", "nir"], "classes": classes}))
+    return target
+
+
 @pytest.fixture()
 def synth_copy(synth_root: Path, tmp_path: Path) -> Path:
     """A private, writable copy of :func:`synth_root` (for tests that break it)."""

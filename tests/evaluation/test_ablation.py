@@ -358,30 +358,9 @@ def test_train_row_and_scoring_on_a_tiny_budget(synth_root: Path, tmp_path: Path
     assert not (tmp_path / "scoring" / "scoring").exists()
 
 
-def _three_class_root(source: Path, target: Path) -> Path:
-    """The synthetic scenes relabelled as land / river / marsh (another class table than the embedded one)."""
-    (target / "images").mkdir(parents=True)
-    (target / "masks").mkdir()
-    lookup = np.full(256, 255, np.uint8)
-    lookup[[0, 1, 2, 3, 4, 5]] = [0, 0, 0, 0, 1, 2]
-    for image in sorted((source / "images").glob("*.tif")):
-        (target / "images" / image.name).write_bytes(image.read_bytes())
-        with rasterio.open(source / "masks" / image.name) as src:
-            profile, mask = src.profile, src.read(1)
-        with rasterio.open(target / "masks" / image.name, "w", **profile) as dst:
-            dst.write(lookup[mask], 1)
-    classes = [
-        {"id": 0, "name": "land", "color": [200, 200, 120], "rare": False},
-        {"id": 1, "name": "river", "color": [0, 0, 255], "rare": True},
-        {"id": 2, "name": "marsh", "color": [0, 200, 200], "rare": True},
-    ]
-    (target / "classes.yaml").write_text(yaml.safe_dump({"bands": ["green", "red", "nir"], "classes": classes}))
-    return target
-
-
 @pytest.mark.slow
-def test_bench_ablation_runs_a_row_on_another_root_with_other_classes(synth_root: Path, tmp_path: Path) -> None:
-    root = _three_class_root(synth_root, tmp_path / "three-classes")
+def test_bench_ablation_runs_a_row_on_another_root_with_other_classes(three_class_root: Path, tmp_path: Path) -> None:
+    root = three_class_root
     budget = tmp_path / "budget-tiny.yaml"
     budget.write_text(
         yaml.safe_dump(
