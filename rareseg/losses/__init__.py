@@ -24,6 +24,7 @@ from ._functional import (
 from .arbt import ARBTLoss
 from .baselines import (
     CrossEntropyLoss,
+    CrossEntropyLovaszLoss,
     DiceLoss,
     FocalLoss,
     LovaszLoss,
@@ -35,6 +36,7 @@ from .saliency_bce import SaliencyBCELoss
 __all__ = [
     "ARBTLoss",
     "CrossEntropyLoss",
+    "CrossEntropyLovaszLoss",
     "DiceLoss",
     "FocalLoss",
     "LovaszLoss",

@@ -26,6 +26,7 @@ from ._functional import inverse_frequency_weights, split_by_truth
 
 __all__ = [
     "CrossEntropyLoss",
+    "CrossEntropyLovaszLoss",
     "DiceLoss",
     "FocalLoss",
     "LovaszLoss",
@@ -290,3 +291,40 @@ class LovaszLoss(_CheckedMulticlass, smp_losses.LovaszLoss):
         """Lovasz-Softmax loss of a batch: logits ``(B, K, H, W)``, target ``(B, H, W)`` -> scalar."""
         # smp returns an empty (0, K) tensor when no pixel is valid; its sum is the scalar 0.
         return super().forward(logits.float(), target).sum()
+
+
+class CrossEntropyLovaszLoss(nn.Module):
+    """Cross-entropy plus a weighted Lovasz-Softmax term: ``CE + lovasz_weight * Lovasz``.
+
+    The compound loss Berman et al. (2018) and many segmentation recipes train with: the pixel-wise
+    term (:class:`CrossEntropyLoss`) keeps every pixel's gradient, the Lovasz term
+    (:class:`LovaszLoss`) optimises the batch's mean Jaccard index over the classes present, where a
+    rare class counts as much as a common one. Has no ``split`` (the Lovasz term does not divide
+    into classes' shares), so it cannot be used with ``sam_on="rare"``.
+
+    Args:
+        class_frequencies: accepted for the common loss interface and ignored.
+        lovasz_weight: weight of the Lovasz term, ``>= 0`` (0 is plain cross-entropy).
+        ignore_index: label of pixels that take no part in the loss.
+    """
+
+    def __init__(
+        self,
+        class_frequencies: Sequence[float] | None = None,
+        lovasz_weight: float = 1.0,
+        ignore_index: int = IGNORE_INDEX,
+    ) -> None:
+        super().__init__()
+        if not lovasz_weight >= 0:
+            raise ValueError(f"CrossEntropyLovaszLoss: lovasz_weight must be >= 0, got {lovasz_weight}")
+        self.lovasz_weight = float(lovasz_weight)
+        self.ignore_index = ignore_index
+        self.cross_entropy = CrossEntropyLoss(ignore_index=ignore_index)
+        self.lovasz = LovaszLoss(ignore_index=ignore_index)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``CE + lovasz_weight * Lovasz`` of a batch: logits ``(B, K, H, W)``, target ``(B, H, W)`` -> scalar."""
+        loss = self.cross_entropy(logits, target)
+        if self.lovasz_weight == 0:
+            return loss
+        return loss + self.lovasz_weight * self.lovasz(logits, target)

@@ -278,7 +278,7 @@ def test_each_row_config_changes_what_its_row_says() -> None:
     assert optimizers == {n: sharpness.get(n, "adamw") for n in ROWS}
     samplers = {n: d["sampler"] for n, d in data.items()}
     special = {9: "rare", 10: "saliency", 11: "saliency", 13: "rare", 23: "saliency", 24: "rare", 25: "rare"}
-    special |= {27: "rare", 28: "rare", 29: "rare", 30: "rare"}
+    special |= {27: "rare", 28: "rare", 29: "rare", 30: "rare", 31: "rare"}
     assert samplers == {n: special.get(n, "random") for n in ROWS}
     assert data[13]["rare_temperature"] == 0.01 and data[9]["rare_temperature"] == 0.1
     losses = {n: m["loss"]["class_path"].rsplit(".", 1)[1] for n, m in model.items()}
@@ -298,6 +298,11 @@ def test_each_row_config_changes_what_its_row_says() -> None:
     assert model[2]["loss"]["init_args"]["power"] == 0.5  # inverse square root
     # row 30 = row 2's loss with row 13's sampler
     assert model[30]["loss"] == model[2]["loss"] and data[30]["rare_temperature"] == data[13]["rare_temperature"]
+    # row 31 = row 13 with the Lovasz term added to its cross-entropy
+    assert losses[31] == "CrossEntropyLovaszLoss" and model[31]["loss"]["init_args"] == {"lovasz_weight": 1.0}
+    assert data[31] == data[13] and {k: v for k, v in model[31].items() if k != "loss"} == {
+        k: v for k, v in model[13].items() if k != "loss"
+    }
     peers = [n for n in ROWS if ROWS[n].peer]
     assert all(model[n]["net"]["init_args"]["saliency"] is False and model[n]["aux_weight"] == 0 for n in peers)
     assert all(model[n]["net"]["init_args"]["saliency"] is True for n in (*range(5, 12), *range(14, 26), 28, 29))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from rareseg.losses import (
     ARBTLoss,
     CrossEntropyLoss,
+    CrossEntropyLovaszLoss,
     DiceLoss,
     FocalLoss,
     LovaszLoss,
@@ -22,7 +23,15 @@ from rareseg.losses import (
 
 IGNORE = 255
 FREQS = [0.5, 0.3, 0.15, 0.05]
-BASELINES = [CrossEntropyLoss, WeightedCrossEntropyLoss, DiceLoss, FocalLoss, TverskyLoss, LovaszLoss]
+BASELINES = [
+    CrossEntropyLoss,
+    WeightedCrossEntropyLoss,
+    DiceLoss,
+    FocalLoss,
+    TverskyLoss,
+    LovaszLoss,
+    CrossEntropyLovaszLoss,
+]
 
 
 def batch_with_ignore(seed=0, classes=4):
@@ -152,6 +161,53 @@ def test_lovasz_loss_hand_worked_case():
     logits = probs.log().view(1, 2, 1, 3)
     target = torch.tensor([[[0, 0, IGNORE]]])
     assert LovaszLoss()(logits, target).item() == pytest.approx(0.25, rel=1e-6)
+
+
+def numpy_lovasz_softmax(logits, target):
+    """Lovasz-Softmax in float64 numpy, written from Berman et al. (2018), Algorithm 1 and eq. 9."""
+    probs = numpy_softmax(logits).transpose(0, 2, 3, 1).reshape(-1, np.shape(logits)[1])
+    labels = np.asarray(target).reshape(-1)
+    probs, labels = probs[labels != IGNORE], labels[labels != IGNORE]
+    losses = []
+    for c in range(probs.shape[1]):
+        fg = (labels == c).astype(np.float64)
+        if fg.sum() == 0:
+            continue  # only classes present in the labels count
+        errors = np.abs(fg - probs[:, c])
+        order = np.argsort(-errors, kind="stable")
+        fg_sorted = fg[order]
+        # Jaccard loss of the first i pixels predicted as c, then its increments
+        intersection = fg.sum() - np.cumsum(fg_sorted)
+        union = fg.sum() + np.cumsum(1 - fg_sorted)
+        jaccard = 1 - intersection / union
+        jaccard[1:] = jaccard[1:] - jaccard[:-1]
+        losses.append(float(errors[order] @ jaccard))
+    return float(np.mean(losses))
+
+
+def test_cross_entropy_lovasz_against_float64_numpy():
+    logits, target = batch_with_ignore(seed=9, classes=5)
+    probs = numpy_softmax(logits.numpy())
+    valid = target.numpy() != IGNORE
+    picked = np.take_along_axis(probs, np.where(valid, target.numpy(), 0)[:, None], axis=1)[:, 0]
+    cross_entropy = -np.log(picked[valid]).mean()
+    lovasz = numpy_lovasz_softmax(logits.numpy(), target.numpy())
+    assert 0.05 < lovasz < 1 and cross_entropy > 0.5  # both terms matter in this batch
+    for weight in (0.0, 1.0, 0.3):
+        value = CrossEntropyLovaszLoss(FREQS + [0.0], lovasz_weight=weight)(logits, target)
+        assert value.item() == pytest.approx(cross_entropy + weight * lovasz, rel=1e-6)
+    assert LovaszLoss()(logits, target).item() == pytest.approx(lovasz, rel=1e-6)
+    with pytest.raises(ValueError, match="lovasz_weight must be >= 0"):
+        CrossEntropyLovaszLoss(lovasz_weight=-1.0)
+
+
+def test_cross_entropy_lovasz_hand_worked_case():
+    # the Lovasz case above (0.25) plus CE -(ln 0.9 + ln 0.6) / 2 of the two valid pixels, weight 0.5
+    probs = torch.tensor([[0.9, 0.6, 0.01], [0.1, 0.4, 0.99]], dtype=torch.float64)
+    logits = probs.log().view(1, 2, 1, 3)
+    target = torch.tensor([[[0, 0, IGNORE]]])
+    expected = -(math.log(0.9) + math.log(0.6)) / 2 + 0.5 * 0.25
+    assert CrossEntropyLovaszLoss(lovasz_weight=0.5)(logits, target).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_perfect_prediction_scores_near_zero():
