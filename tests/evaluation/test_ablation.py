@@ -270,15 +270,21 @@ def _callbacks(row: int) -> list[str]:
     return [cb["class_path"].rsplit(".", 1)[1] for cb in _config(row)["trainer"]["callbacks"]]
 
 
+def _babysitter(row: int) -> dict:
+    callbacks = _config(row)["trainer"]["callbacks"]
+    [sitter] = [cb["init_args"] for cb in callbacks if cb["class_path"].endswith("Babysitter")]
+    return sitter
+
+
 def test_each_row_config_changes_what_its_row_says() -> None:
     model = {n: _config(n)["model"]["init_args"] for n in ROWS}
     data = {n: _config(n)["data"]["init_args"] for n in ROWS}
     optimizers = {n: m["optimizer"] for n, m in model.items()}
-    sharpness = {7: "sam", 20: "sam", **{n: "casm" for n in (8, 9, 10, 11, 19, 21, 22, 23)}}
+    sharpness = {7: "sam", 20: "sam", **{n: "casm" for n in (8, 9, 10, 11, 19, 21, 22, 23, 32)}}
     assert optimizers == {n: sharpness.get(n, "adamw") for n in ROWS}
     samplers = {n: d["sampler"] for n, d in data.items()}
     special = {9: "rare", 10: "saliency", 11: "saliency", 13: "rare", 23: "saliency", 24: "rare", 25: "rare"}
-    special |= {27: "rare", 28: "rare", 29: "rare", 30: "rare", 31: "rare"}
+    special |= {27: "rare", 28: "rare", 29: "rare", 30: "rare", 31: "rare", 32: "saliency"}
     assert samplers == {n: special.get(n, "random") for n in ROWS}
     assert data[13]["rare_temperature"] == 0.01 and data[9]["rare_temperature"] == 0.1
     losses = {n: m["loss"]["class_path"].rsplit(".", 1)[1] for n, m in model.items()}
@@ -286,7 +292,7 @@ def test_each_row_config_changes_what_its_row_says() -> None:
         "CrossEntropyLoss", "WeightedCrossEntropyLoss", "DiceLoss", "TverskyLoss", "LovaszLoss", "CrossEntropyLoss",
         "CrossEntropyLoss",
     ]  # fmt: skip
-    assert all(losses[n] == "ARBTLoss" for n in (*range(5, 12), *range(15, 24), 25, 29))
+    assert all(losses[n] == "ARBTLoss" for n in (*range(5, 12), *range(15, 24), 25, 29, 32))
     assert [model[n]["loss"]["init_args"]["alpha_on"] for n in range(5, 12)] == ["fp", "fn", *["fp"] * 5]
     # each variant row sets the one option it is named after
     assert model[15]["loss"]["init_args"]["alpha_max"] == 0.7 and model[16]["loss"]["init_args"]["alpha_on"] == "both"
@@ -305,11 +311,18 @@ def test_each_row_config_changes_what_its_row_says() -> None:
     }
     peers = [n for n in ROWS if ROWS[n].peer]
     assert all(model[n]["net"]["init_args"]["saliency"] is False and model[n]["aux_weight"] == 0 for n in peers)
-    assert all(model[n]["net"]["init_args"]["saliency"] is True for n in (*range(5, 12), *range(14, 26), 28, 29))
+    assert all(model[n]["net"]["init_args"]["saliency"] is True for n in (*range(5, 12), *range(14, 26), 28, 29, 32))
     for n in (*range(1, 10), *range(12, 23), 24, 25, 27, 28, 29):
         assert "Babysitter" not in _callbacks(n) and "SaliencyRefresh" not in _callbacks(n)
     assert "SaliencyRefresh" in _callbacks(10) and "Babysitter" not in _callbacks(10)
     assert {"SaliencyRefresh", "Babysitter"} <= set(_callbacks(11))
+    # row 32 = row 11 with the Babysitter on the checkpoint's metric, patience 3 validations
+    assert (model[32], data[32]) == (model[11], data[11])
+    sitters = {n: _babysitter(n) for n in (11, 32)}
+    assert {k: v for k, v in sitters[32].items() if k not in ("monitor", "patience")} == {
+        k: v for k, v in sitters[11].items() if k not in ("monitor", "patience")
+    }
+    assert [(s["monitor"], s["patience"]) for s in sitters.values()] == [("val/rare_recall", 1), ("val/rare_iou", 3)]
     for n in ROWS:  # a row's callbacks list replaces the recipe's: the scores and thresholds must be in each
         assert {"ModelCheckpoint", "RareClassMetrics", "ThresholdCalibrator"} <= set(_callbacks(n)), n
     for number, row in ROWS.items():  # each row names a row it changes one thing from, which exists
