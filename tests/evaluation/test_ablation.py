@@ -284,7 +284,7 @@ def test_each_row_config_changes_what_its_row_says() -> None:
     assert optimizers == {n: sharpness.get(n, "adamw") for n in ROWS}
     samplers = {n: d["sampler"] for n, d in data.items()}
     special = {9: "rare", 10: "saliency", 11: "saliency", 13: "rare", 23: "saliency", 24: "rare", 25: "rare"}
-    special |= {27: "rare", 28: "rare", 29: "rare", 30: "rare", 31: "rare", 32: "saliency"}
+    special |= {27: "rare", 28: "rare", 29: "rare", 30: "rare", 31: "rare", 32: "saliency", 33: "rare"}
     assert samplers == {n: special.get(n, "random") for n in ROWS}
     assert data[13]["rare_temperature"] == 0.01 and data[9]["rare_temperature"] == 0.1
     losses = {n: m["loss"]["class_path"].rsplit(".", 1)[1] for n, m in model.items()}
@@ -292,7 +292,7 @@ def test_each_row_config_changes_what_its_row_says() -> None:
         "CrossEntropyLoss", "WeightedCrossEntropyLoss", "DiceLoss", "TverskyLoss", "LovaszLoss", "CrossEntropyLoss",
         "CrossEntropyLoss",
     ]  # fmt: skip
-    assert all(losses[n] == "ARBTLoss" for n in (*range(5, 12), *range(15, 24), 25, 29, 32))
+    assert all(losses[n] == "ARBTLoss" for n in (*range(5, 12), *range(15, 24), 25, 29, 32, 33))
     assert [model[n]["loss"]["init_args"]["alpha_on"] for n in range(5, 12)] == ["fp", "fn", *["fp"] * 5]
     # each variant row sets the one option it is named after
     assert model[15]["loss"]["init_args"]["alpha_max"] == 0.7 and model[16]["loss"]["init_args"]["alpha_on"] == "both"
@@ -316,6 +316,9 @@ def test_each_row_config_changes_what_its_row_says() -> None:
         assert "Babysitter" not in _callbacks(n) and "SaliencyRefresh" not in _callbacks(n)
     assert "SaliencyRefresh" in _callbacks(10) and "Babysitter" not in _callbacks(10)
     assert {"SaliencyRefresh", "Babysitter"} <= set(_callbacks(11))
+    # row 33 = row 13 with row 16's loss
+    assert model[33]["loss"] == model[16]["loss"] and data[33] == data[13]
+    assert {k: v for k, v in model[33].items() if k != "loss"} == {k: v for k, v in model[13].items() if k != "loss"}
     # row 32 = row 11 with the Babysitter on the checkpoint's metric, patience 3 validations
     assert (model[32], data[32]) == (model[11], data[11])
     sitters = {n: _babysitter(n) for n in (11, 32)}
