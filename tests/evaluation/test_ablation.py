@@ -270,6 +270,11 @@ def _callbacks(row: int) -> list[str]:
     return [cb["class_path"].rsplit(".", 1)[1] for cb in _config(row)["trainer"]["callbacks"]]
 
 
+def _without(mapping: dict, *keys: str) -> dict:
+    """``mapping`` less ``keys``: what two rows must share apart from the one thing they change."""
+    return {key: value for key, value in mapping.items() if key not in keys}
+
+
 def _babysitter(row: int) -> dict:
     callbacks = _config(row)["trainer"]["callbacks"]
     [sitter] = [cb["init_args"] for cb in callbacks if cb["class_path"].endswith("Babysitter")]
@@ -306,9 +311,7 @@ def test_each_row_config_changes_what_its_row_says() -> None:
     assert model[30]["loss"] == model[2]["loss"] and data[30]["rare_temperature"] == data[13]["rare_temperature"]
     # row 31 = row 13 with the Lovasz term added to its cross-entropy
     assert losses[31] == "CrossEntropyLovaszLoss" and model[31]["loss"]["init_args"] == {"lovasz_weight": 1.0}
-    assert data[31] == data[13] and {k: v for k, v in model[31].items() if k != "loss"} == {
-        k: v for k, v in model[13].items() if k != "loss"
-    }
+    assert data[31] == data[13] and _without(model[31], "loss") == _without(model[13], "loss")
     peers = [n for n in ROWS if ROWS[n].peer]
     assert all(model[n]["net"]["init_args"]["saliency"] is False and model[n]["aux_weight"] == 0 for n in peers)
     assert all(model[n]["net"]["init_args"]["saliency"] is True for n in (*range(5, 12), *range(14, 26), 28, 29, 32))
@@ -318,13 +321,11 @@ def test_each_row_config_changes_what_its_row_says() -> None:
     assert {"SaliencyRefresh", "Babysitter"} <= set(_callbacks(11))
     # row 33 = row 13 with row 16's loss
     assert model[33]["loss"] == model[16]["loss"] and data[33] == data[13]
-    assert {k: v for k, v in model[33].items() if k != "loss"} == {k: v for k, v in model[13].items() if k != "loss"}
+    assert _without(model[33], "loss") == _without(model[13], "loss")
     # row 32 = row 11 with the Babysitter on the checkpoint's metric, patience 3 validations
     assert (model[32], data[32]) == (model[11], data[11])
     sitters = {n: _babysitter(n) for n in (11, 32)}
-    assert {k: v for k, v in sitters[32].items() if k not in ("monitor", "patience")} == {
-        k: v for k, v in sitters[11].items() if k not in ("monitor", "patience")
-    }
+    assert _without(sitters[32], "monitor", "patience") == _without(sitters[11], "monitor", "patience")
     assert [(s["monitor"], s["patience"]) for s in sitters.values()] == [("val/rare_recall", 1), ("val/rare_iou", 3)]
     for n in ROWS:  # a row's callbacks list replaces the recipe's: the scores and thresholds must be in each
         assert {"ModelCheckpoint", "RareClassMetrics", "ThresholdCalibrator"} <= set(_callbacks(n)), n

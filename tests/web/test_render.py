@@ -13,6 +13,7 @@ import pytest
 import rasterio
 
 from rareseg.inference import Predictor, predict_scene
+from rareseg.inference.rasters import MASK_SIDECARS
 from rareseg.web import ARGMAX_THRESHOLD, RENDERED, RenderOptions, render_outputs, topk_outline
 from tests.inference.gdal_c import band_categories
 from tests.web.helpers import read_band
@@ -192,5 +193,5 @@ def test_rendered_mask_carries_the_class_names_for_qgis_and_gdal(network_dir: Pa
         colours = [src.colormap(1)[c][:3] for c in range(len(names))]
     assert gdal.rat_rows == [[str(c), n, *map(str, rgb)] for c, (n, rgb) in enumerate(zip(names, colours))]
     # the same sidecars `rareseg predict` writes for the network's own mask (same classes, same colours)
-    for name in ("mask.tif.aux.xml", "mask.qml"):
+    for name in MASK_SIDECARS:
         assert (tmp_path / name).read_bytes() == (network_dir / name).read_bytes()
